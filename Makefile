@@ -1,0 +1,32 @@
+# Two commands set everything up on a fresh machine: `make run` and `make test`.
+VENV ?= .venv
+PYTHON := $(VENV)/bin/python
+INSTALLED := $(VENV)/.installed
+
+.PHONY: install run baseline test test-fast lint clean
+
+$(INSTALLED): pyproject.toml
+	test -x $(PYTHON) || python3 -m venv $(VENV)
+	$(PYTHON) -m pip install --quiet --upgrade pip
+	$(PYTHON) -m pip install --quiet -e ".[dev]"
+	touch $(INSTALLED)
+
+install: $(INSTALLED)
+
+run: install  ## the main job: Fast Preemption vs AutoAttack on the offline default (digits)
+	$(PYTHON) src/main.py defense=fast_preemption attack=autoattack
+
+baseline: install  ## the same job without a defense, for comparison
+	$(PYTHON) src/main.py defense=none attack=autoattack
+
+test: install  ## the whole suite (CPU, offline); CI runs exactly this
+	$(PYTHON) -m pytest
+
+test-fast: install  ## skip the end-to-end and long-attack tests
+	$(PYTHON) -m pytest -m "not slow"
+
+lint: install
+	$(VENV)/bin/ruff check .
+
+clean:
+	rm -rf outputs/* .cache .pytest_cache .ruff_cache

@@ -1,0 +1,1 @@
+"""Preemptive adversarial defense toolbox: protect -> attack -> score."""

@@ -1,0 +1,35 @@
+"""The call shape every attack shares (torchattacks/AutoAttack style)."""
+
+from __future__ import annotations
+
+from abc import ABC, abstractmethod
+
+from torch import Tensor, nn
+
+from preempt.threat import validate_budget
+
+
+class Attack(ABC):
+    """Perturbs images within an eps-ball in `norm` to make `model` misclassify them."""
+
+    def __init__(self, model: nn.Module, eps: float, norm: str) -> None:
+        validate_budget(eps, norm)
+        self.model = model
+        self.eps = eps
+        self.norm = norm
+
+    @abstractmethod
+    def __call__(self, x: Tensor, y: Tensor) -> Tensor:
+        """Adversarial images for clean images `x` in [0,1] with true labels `y`."""
+
+
+class NoAttack:
+    """The identity: scores the protected images as they arrive."""
+
+    norm = "Linf"
+
+    def __init__(self, model: nn.Module) -> None:
+        self.model = model
+
+    def __call__(self, x: Tensor, y: Tensor) -> Tensor:
+        return x

@@ -1,0 +1,20 @@
+"""OmegaConf resolvers the configs use; registered once by every entry point before composing."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from omegaconf import OmegaConf
+
+
+def project_root() -> str:
+    """The repository root (the package is installed in editable mode from `src/`)."""
+    return str(Path(__file__).resolve().parents[2])
+
+
+def register_resolvers() -> None:
+    """`${div:8,255}` writes eps as the papers do; `${project_root:}` anchors default paths."""
+    if not OmegaConf.has_resolver("div"):
+        OmegaConf.register_new_resolver("div", lambda a, b: float(a) / float(b))
+    if not OmegaConf.has_resolver("project_root"):
+        OmegaConf.register_new_resolver("project_root", project_root)

@@ -1,0 +1,37 @@
+"""The real CIFAR-10 and ImageNet test images shipped inside the foolbox wheel (20 each)."""
+
+from __future__ import annotations
+
+import importlib.util
+from pathlib import Path
+
+import torch
+
+from preempt.datasets.base import ImageDataset, select_slice
+from preempt.datasets.folder import labelled_files, load_images
+
+
+def foolbox_data_dir() -> Path:
+    spec = importlib.util.find_spec("foolbox")
+    if spec is None or not spec.submodule_search_locations:
+        raise ModuleNotFoundError("foolbox (which ships the sample images) is not installed; run `make install`.")
+    return Path(next(iter(spec.submodule_search_locations))) / "data"
+
+
+def _samples(prefix: str, n_samples: int | None, offset: int, **load_args) -> tuple[torch.Tensor, torch.Tensor, int]:
+    files = [path for path in foolbox_data_dir().iterdir() if path.name.startswith(f"{prefix}_")]
+    entries = labelled_files(files)
+    part = select_slice(len(entries), n_samples, offset, f"{prefix}_samples")
+    entries = entries[part]
+    images = load_images([path for _, _, path in entries], channels=3, **load_args)
+    return images, torch.tensor([label for _, label, _ in entries]), part.start
+
+
+def cifar10_samples(n_samples: int | None = None, offset: int = 0) -> ImageDataset:
+    images, labels, start = _samples("cifar10", n_samples, offset, image_size=None)
+    return ImageDataset(images, labels, num_classes=10, name="cifar10_samples", offset=start)
+
+
+def imagenet_samples(n_samples: int | None = None, offset: int = 0, image_size: int = 224) -> ImageDataset:
+    images, labels, start = _samples("imagenet", n_samples, offset, image_size=image_size, resize_to=image_size)
+    return ImageDataset(images, labels, num_classes=1000, name="imagenet_samples", offset=start)

@@ -1,0 +1,5 @@
+"""Sender-side defenses: `defense(backbone=...)(x, labels) -> protected x`, bound to models at test start."""
+
+from preempt.defenses.base import Defense, NoDefense
+
+__all__ = ["Defense", "NoDefense"]

@@ -1,0 +1,25 @@
+"""The call shape every preemptive (sender-side) defense shares."""
+
+from __future__ import annotations
+
+from abc import ABC, abstractmethod
+
+from torch import Tensor, nn
+
+
+class Defense(ABC):
+    """Protects images before they are sent, given the labels the sender's classifier assigned."""
+
+    @abstractmethod
+    def __call__(self, x: Tensor, labels: Tensor) -> Tensor:
+        """Protected images, same shape and dtype as `x`, in [0,1]."""
+
+
+class NoDefense(Defense):
+    """Sends images unchanged: the undefended baseline."""
+
+    def __init__(self, backbone: nn.Module | None = None) -> None:
+        self.backbone = backbone
+
+    def __call__(self, x: Tensor, labels: Tensor) -> Tensor:
+        return x

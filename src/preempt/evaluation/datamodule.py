@@ -1,0 +1,43 @@
+"""Feeds the test loop whole batches, sharded across processes without padding or reordering."""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+
+import lightning as L
+from torch.utils.data import DataLoader, Sampler
+
+from preempt.datasets.base import ImageDataset
+
+
+class BatchShardSampler(Sampler[list[int]]):
+    """Cuts the dataset into consecutive batches and gives process `rank` every `world_size`-th batch.
+
+    Unlike DistributedSampler it neither pads nor reshuffles, so each batch holds the same samples whatever
+    the process count: with per-batch seeding, 1 and N processes compute identical metrics.
+    """
+
+    def __init__(self, n_samples: int, batch_size: int, rank: int = 0, world_size: int = 1) -> None:
+        if batch_size < 1:
+            raise ValueError(f"batch_size={batch_size} must be at least 1")
+        self.batches = [list(range(i, min(i + batch_size, n_samples))) for i in range(0, n_samples, batch_size)]
+        self.mine = self.batches[rank::world_size]
+
+    def __iter__(self) -> Iterator[list[int]]:
+        return iter(self.mine)
+
+    def __len__(self) -> int:
+        return len(self.mine)
+
+
+class EvaluationDataModule(L.LightningDataModule):
+    def __init__(self, dataset: ImageDataset, batch_size: int, num_workers: int = 0) -> None:
+        super().__init__()
+        self.dataset = dataset
+        self.batch_size = batch_size
+        self.num_workers = num_workers
+
+    def test_dataloader(self) -> DataLoader:
+        rank, world_size = (self.trainer.global_rank, self.trainer.world_size) if self.trainer else (0, 1)
+        sampler = BatchShardSampler(len(self.dataset), self.batch_size, rank, world_size)
+        return DataLoader(self.dataset, batch_sampler=sampler, num_workers=self.num_workers)

@@ -1,0 +1,110 @@
+"""The test loop: label -> protect (timed) -> score -> attack the victim -> score."""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Callable
+
+import lightning as L
+import torch
+from torch import Tensor, nn
+from torchmetrics import MaxMetric, MeanMetric
+from torchmetrics.classification import MulticlassAccuracy
+from torchmetrics.image import StructuralSimilarityIndexMeasure
+
+from preempt.attacks.base import Attack, NoAttack
+from preempt.defenses.base import Defense
+from preempt.models.ground_truth import GroundTruth
+from preempt.threat import distance
+
+# Per-batch seeds are spaced by this prime, so (run seed, first sample index) pairs never collide.
+SEED_STRIDE = 1_000_003
+
+
+class PreemptiveEvaluation(L.LightningModule):
+    """Scores a sender-side defense against a man-in-the-middle attack on the receiver's victim model.
+
+    `defense` and `attack` are factories (Hydra `_partial_`), bound here to the backbone and the victim.
+    Each batch is seeded from the run seed and its first sample index, so random starts do not depend on
+    batch order or on how many processes share the work.
+    """
+
+    def __init__(
+        self,
+        classifier: nn.Module | GroundTruth,
+        backbone: nn.Module,
+        victim: nn.Module,
+        defense: Callable[..., Defense],
+        attack: Callable[..., Attack | NoAttack],
+        num_classes: int,
+        seed: int = 0,
+    ) -> None:
+        super().__init__()
+        for role, model in (("backbone", backbone), ("victim", victim)):
+            if not isinstance(model, nn.Module):
+                raise TypeError(f"the {role} must be a model config, not {type(model).__name__}; "
+                                f"ground_truth can only be the classifier")
+        self.ground_truth = isinstance(classifier, GroundTruth)
+        self.classifier = None if self.ground_truth else classifier
+        self.backbone = backbone
+        self.victim = victim
+        self.defense = defense(backbone=backbone)
+        self.attack = attack(model=victim)
+        self.seed = seed
+
+        def accuracy() -> MulticlassAccuracy:
+            return MulticlassAccuracy(num_classes=num_classes, average="micro")
+
+        self.classifier_acc = accuracy()
+        self.clean_acc = accuracy()
+        self.protected_clean_acc = accuracy()
+        self.robust_acc = accuracy()
+        self.ssim = StructuralSimilarityIndexMeasure(data_range=1.0)
+        self.defense_seconds_per_image = MeanMetric()
+        self.linf = MaxMetric()
+        self.attack_distance = MaxMetric()
+
+    def labels(self, x: Tensor, y: Tensor) -> Tensor:
+        """The sender's labels: the classifier's predictions, or the truth for the ground-truth ablation."""
+        if self.ground_truth:
+            return y
+        with torch.no_grad():
+            return self.classifier(x).argmax(dim=1)
+
+    def protect(self, x: Tensor, labels: Tensor) -> tuple[Tensor, float]:
+        """Protected images and the wall-clock seconds the defense took."""
+        if x.is_cuda:
+            torch.cuda.synchronize(x.device)
+        start = time.perf_counter()
+        with torch.enable_grad():
+            protected = self.defense(x, labels)
+        if x.is_cuda:
+            torch.cuda.synchronize(x.device)
+        return protected.detach(), time.perf_counter() - start
+
+    def predict(self, x: Tensor) -> Tensor:
+        with torch.no_grad():
+            return self.victim(x).argmax(dim=1)
+
+    def test_step(self, batch: tuple[Tensor, Tensor, Tensor], batch_idx: int) -> None:
+        x, y, index = batch
+        torch.manual_seed(self.seed * SEED_STRIDE + int(index[0]))
+        batch_size = len(x)
+
+        labels = self.labels(x, y)
+        protected, seconds = self.protect(x, labels)
+        with torch.enable_grad():
+            adversarial = self.attack(protected, y).detach()
+
+        self.classifier_acc(labels, y)
+        self.clean_acc(self.predict(x), y)
+        self.protected_clean_acc(self.predict(protected), y)
+        self.robust_acc(self.predict(adversarial), y)
+        self.ssim(protected, x)
+        self.defense_seconds_per_image.update(seconds / batch_size, weight=batch_size)
+        self.linf(distance(protected, x, "Linf").max())
+        self.attack_distance(distance(adversarial, protected, self.attack.norm).max())
+
+        for name in ("classifier_acc", "clean_acc", "protected_clean_acc", "robust_acc", "ssim",
+                     "defense_seconds_per_image", "linf", "attack_distance"):
+            self.log(f"test/{name}", getattr(self, name), on_step=False, on_epoch=True, batch_size=batch_size)

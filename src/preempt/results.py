@@ -1,0 +1,77 @@
+"""results.json (config + metrics) beside each run's Hydra config, and tables built from those files."""
+
+from __future__ import annotations
+
+import json
+import os
+import platform
+import tempfile
+from collections.abc import Iterable
+from datetime import datetime, timezone
+from pathlib import Path
+
+import torch
+
+RESULTS_FILE = "results.json"
+TABLE_FILE = "results.md"
+
+# (metric key, column header, format) in the order the table shows them.
+COLUMNS = (
+    ("test/classifier_acc", "classifier acc", "{:.3f}"),
+    ("test/clean_acc", "clean acc", "{:.3f}"),
+    ("test/protected_clean_acc", "protected clean acc", "{:.3f}"),
+    ("test/robust_acc", "robust acc", "{:.3f}"),
+    ("test/ssim", "SSIM", "{:.3f}"),
+    ("test/linf", "max Linf", "{:.4f}"),
+    ("test/defense_seconds_per_image", "defense s/img", "{:.4f}"),
+)
+
+
+def build_results(config: dict, metrics: dict[str, float], n_samples: int, wall_seconds: float) -> dict:
+    return {
+        "run": {
+            "dataset": config["dataset"]["_target_"].rsplit(".", 1)[-1],
+            "defense": config["defense"]["_target_"].rsplit(".", 1)[-1],
+            "attack": config["attack"]["_target_"].rsplit(".", 1)[-1],
+            "n_samples": n_samples,
+            "wall_seconds": round(wall_seconds, 2),
+            "finished_at": datetime.now(timezone.utc).isoformat(timespec="seconds"),
+            "torch": torch.__version__,
+            "device": torch.cuda.get_device_name() if torch.cuda.is_available() else platform.processor() or "cpu",
+        },
+        "metrics": metrics,
+        "config": config,
+    }
+
+
+def write_json_atomically(data: dict, path: Path) -> Path:
+    """Write beside the target then rename: a crash never leaves a truncated results file."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    handle, tmp = tempfile.mkstemp(dir=path.parent, suffix=".tmp")
+    with os.fdopen(handle, "w") as file:
+        json.dump(data, file, indent=2, sort_keys=False)
+        file.write("\n")
+    os.replace(tmp, path)
+    return path
+
+
+def load_results(paths: Iterable[Path]) -> list[dict]:
+    return [json.loads(Path(path).read_text()) for path in paths]
+
+
+def format_table(results: list[dict]) -> str:
+    """A Markdown table, one row per run, of the metrics the papers report."""
+    header = ["defense", "attack", "n", *(title for _, title, _ in COLUMNS)]
+    rows = []
+    for result in results:
+        run, metrics = result["run"], result["metrics"]
+        cells = [run["defense"], run["attack"], str(run["n_samples"])]
+        cells += [fmt.format(metrics[key]) if key in metrics else "—" for key, _, fmt in COLUMNS]
+        rows.append(cells)
+    widths = [max(len(row[i]) for row in [header, *rows]) for i in range(len(header))]
+
+    def line(cells: list[str]) -> str:
+        return "| " + " | ".join(cell.ljust(width) for cell, width in zip(cells, widths, strict=True)) + " |"
+
+    rule = "|" + "|".join("-" * (width + 2) for width in widths) + "|"
+    return "\n".join([line(header), rule, *(line(row) for row in rows)])

@@ -1,0 +1,67 @@
+"""Perturbation budgets in [0,1] pixel space: validation, random starts, steps and projections.
+
+Attacks and defenses share these so that "eps" and "norm" mean exactly the same thing everywhere.
+"""
+
+from __future__ import annotations
+
+import torch
+from torch import Tensor
+
+NORMS = ("Linf", "L2")
+
+
+def validate_budget(eps: float, norm: str) -> None:
+    """Reject budgets that cannot be meant for [0,1] pixels, with the fix in the message."""
+    if norm not in NORMS:
+        raise ValueError(f"norm={norm!r} is not supported; use one of {NORMS}.")
+    if not eps > 0:
+        raise ValueError(f"eps={eps} must be positive; for no perturbation use defense=none / attack=none.")
+    if norm == "Linf" and eps > 1:
+        raise ValueError(
+            f"Linf eps={eps} is larger than the whole [0,1] pixel range. Pixels are in [0,1]: write "
+            f"8/255 as ${{div:8,255}} in a config or 0.0313725 on the command line."
+        )
+
+
+def _per_sample(x: Tensor) -> Tensor:
+    return x.flatten(start_dim=1)
+
+
+def _view_like(values: Tensor, x: Tensor) -> Tensor:
+    return values.view(-1, *([1] * (x.dim() - 1)))
+
+
+def distance(a: Tensor, b: Tensor, norm: str) -> Tensor:
+    """Per-sample distance between two batches in the given norm."""
+    diff = _per_sample(a - b)
+    return diff.abs().amax(dim=1) if norm == "Linf" else diff.norm(p=2, dim=1)
+
+
+def random_uniform(shape: torch.Size, eps: float, norm: str, like: Tensor) -> Tensor:
+    """Noise drawn uniformly from the eps-ball (the random start of FGSM/PGD)."""
+    if norm == "Linf":
+        return (torch.rand(shape, device=like.device, dtype=like.dtype) * 2 - 1) * eps
+    direction = torch.randn(shape, device=like.device, dtype=like.dtype)
+    direction = direction / _view_like(_per_sample(direction).norm(dim=1).clamp_min(1e-12), direction)
+    dims = direction[0].numel()
+    radius = eps * torch.rand(shape[0], device=like.device, dtype=like.dtype) ** (1.0 / dims)
+    return direction * _view_like(radius, direction)
+
+
+def steepest_direction(grad: Tensor, norm: str) -> Tensor:
+    """Unit step that increases a loss fastest under the norm: sign for Linf, normalized gradient for L2."""
+    if norm == "Linf":
+        return grad.sign()
+    return grad / _view_like(_per_sample(grad).norm(dim=1).clamp_min(1e-12), grad)
+
+
+def project(x_perturbed: Tensor, center: Tensor, eps: float, norm: str) -> Tensor:
+    """Project onto the eps-ball around `center` intersected with the [0,1] image box."""
+    delta = x_perturbed - center
+    if norm == "Linf":
+        delta = delta.clamp(-eps, eps)
+    else:
+        scale = (eps / _per_sample(delta).norm(dim=1).clamp_min(1e-12)).clamp(max=1.0)
+        delta = delta * _view_like(scale, delta)
+    return (center + delta).clamp(0.0, 1.0)
