@@ -27,6 +27,7 @@ test-fast: install  ## skip the end-to-end and long-attack tests
 
 lint: install
 	$(VENV)/bin/ruff check .
+	$(VENV)/bin/ruff format --check .
 
 clean:
 	rm -rf outputs/* .cache .pytest_cache .ruff_cache

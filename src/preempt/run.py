@@ -10,7 +10,9 @@ import lightning as L
 from hydra.utils import instantiate
 from omegaconf import DictConfig, OmegaConf
 
+from preempt.datasets.base import ImageDataset
 from preempt.evaluation import EvaluationDataModule, PreemptiveEvaluation
+from preempt.models import PixelClassifier
 from preempt.results import RESULTS_FILE, TABLE_FILE, build_results, format_table, write_json_atomically
 
 log = logging.getLogger(__name__)
@@ -30,6 +32,13 @@ def instantiate_models(cfg: DictConfig) -> dict:
     return models
 
 
+def check_models_fit_dataset(models: dict, dataset: ImageDataset) -> None:
+    """Fail before any work when a model cannot take the dataset's images (the error names both)."""
+    for model in models.values():
+        if isinstance(model, PixelClassifier):
+            model.check_input(dataset.images[:1])
+
+
 def instantiate_loggers(cfg: DictConfig) -> list:
     return [instantiate(spec) for spec in (cfg.get("logger") or {}).values() if spec is not None]
 
@@ -40,9 +49,13 @@ def evaluate(cfg: DictConfig) -> dict | None:
     L.seed_everything(cfg.seed, workers=True, verbose=False)
     dataset = instantiate(cfg.dataset)
     models = instantiate_models(cfg)
+    check_models_fit_dataset(models, dataset)
     module = PreemptiveEvaluation(
-        **models, defense=instantiate(cfg.defense), attack=instantiate(cfg.attack),
-        num_classes=dataset.num_classes, seed=cfg.seed,
+        **models,
+        defense=instantiate(cfg.defense),
+        attack=instantiate(cfg.attack),
+        num_classes=dataset.num_classes,
+        seed=cfg.seed,
     )
     datamodule = EvaluationDataModule(dataset, batch_size=cfg.batch_size, num_workers=cfg.num_workers)
     loggers = instantiate_loggers(cfg)

@@ -38,5 +38,6 @@ class PGD(Attack):
             x_adv.requires_grad_(True)
             loss = F.cross_entropy(self.model(x_adv), y, reduction="sum")
             (grad,) = torch.autograd.grad(loss, x_adv)
-            x_adv = project(x_adv.detach() + self.step_size * steepest_direction(grad, self.norm), x, self.eps, self.norm)
+            step = self.step_size * steepest_direction(grad, self.norm)
+            x_adv = project(x_adv.detach() + step, x, self.eps, self.norm)
         return x_adv.detach()

@@ -17,9 +17,7 @@ class DatasetNotFoundError(FileNotFoundError):
     """The dataset files are not on disk and could not be downloaded."""
 
 
-def cifar10(
-    data_dir: str, n_samples: int | None = 1000, offset: int = 0, download: bool = True
-) -> ImageDataset:
+def cifar10(data_dir: str, n_samples: int | None = 1000, offset: int = 0, download: bool = True) -> ImageDataset:
     """The test split under `data_dir`; the paper evaluates two disjoint slices of 1,000 (offset 0 and 1000)."""
     from torchvision.datasets import CIFAR10
 

@@ -16,18 +16,23 @@ TEST_FRACTION = 0.2
 SPLIT_SEED = 0
 
 
+def split_indices(labels: Tensor) -> dict[str, Tensor]:
+    """A fixed stratified train/test split (1,437 / 360); models train on one, runs evaluate on the other."""
+    train, test = train_test_split(
+        torch.arange(len(labels)).numpy(), test_size=TEST_FRACTION, stratify=labels.numpy(), random_state=SPLIT_SEED
+    )
+    return {"train": torch.as_tensor(train), "test": torch.as_tensor(test)}
+
+
 @functools.lru_cache(maxsize=4)
 def digits_split(split: str, image_size: int) -> tuple[Tensor, Tensor]:
-    """A fixed stratified train/test split (1,437 / 360); models train on one, runs evaluate on the other."""
+    """Images in [0,1] of shape (N, 1, image_size, image_size) and labels of one split."""
     if split not in ("train", "test"):
         raise ValueError(f"digits split={split!r}; use 'train' or 'test'")
     bunch = load_digits()
     images = torch.tensor(bunch.images, dtype=torch.float32).unsqueeze(1) / 16.0
     labels = torch.tensor(bunch.target, dtype=torch.long)
-    train_idx, test_idx = train_test_split(
-        torch.arange(len(labels)).numpy(), test_size=TEST_FRACTION, stratify=labels.numpy(), random_state=SPLIT_SEED
-    )
-    idx = torch.as_tensor(train_idx if split == "train" else test_idx)
+    idx = split_indices(labels)[split]
     images = images[idx]
     if image_size != images.shape[-1]:
         images = F.interpolate(images, size=(image_size, image_size), mode="bilinear", align_corners=False)

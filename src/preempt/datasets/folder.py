@@ -26,9 +26,7 @@ def labelled_files(paths: Iterable[Path]) -> list[tuple[int, int, Path]]:
     return sorted(entries, key=lambda entry: entry[0])
 
 
-def load_images(
-    files: list[Path], channels: int, image_size: int | None, resize_to: int | None = None
-) -> torch.Tensor:
+def load_images(files: list[Path], channels: int, image_size: int | None, resize_to: int | None = None) -> torch.Tensor:
     """Read images as (N, C, H, W) floats in [0,1]; optional resize of the short side then center crop."""
     mode = {1: "L", 3: "RGB"}[channels]
     tensors = []

@@ -67,6 +67,7 @@ class FastPreemption(Defense):
         loss = F.cross_entropy(self.backbone(starts), labels.repeat_interleave(n), reduction="sum")
         (grad,) = torch.autograd.grad(loss, starts)
         originals = x.unsqueeze(1).expand_as(starts.view(batch, n, *x.shape[1:])).reshape_as(starts)
-        stepped = project(starts.detach() + direction * self.eps * steepest_direction(grad, self.norm),
-                          originals, self.eps, self.norm)
+        stepped = project(
+            starts.detach() + direction * self.eps * steepest_direction(grad, self.norm), originals, self.eps, self.norm
+        )
         return stepped.view(batch, n, *x_t.shape[1:]).mean(dim=1) - x_t

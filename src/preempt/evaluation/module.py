@@ -42,8 +42,10 @@ class PreemptiveEvaluation(L.LightningModule):
         super().__init__()
         for role, model in (("backbone", backbone), ("victim", victim)):
             if not isinstance(model, nn.Module):
-                raise TypeError(f"the {role} must be a model config, not {type(model).__name__}; "
-                                f"ground_truth can only be the classifier")
+                raise TypeError(
+                    f"the {role} must be a model config, not {type(model).__name__}; "
+                    f"ground_truth can only be the classifier"
+                )
         self.ground_truth = isinstance(classifier, GroundTruth)
         self.classifier = None if self.ground_truth else classifier
         self.backbone = backbone
@@ -105,6 +107,14 @@ class PreemptiveEvaluation(L.LightningModule):
         self.linf(distance(protected, x, "Linf").max())
         self.attack_distance(distance(adversarial, protected, self.attack.norm).max())
 
-        for name in ("classifier_acc", "clean_acc", "protected_clean_acc", "robust_acc", "ssim",
-                     "defense_seconds_per_image", "linf", "attack_distance"):
+        for name in (
+            "classifier_acc",
+            "clean_acc",
+            "protected_clean_acc",
+            "robust_acc",
+            "ssim",
+            "defense_seconds_per_image",
+            "linf",
+            "attack_distance",
+        ):
             self.log(f"test/{name}", getattr(self, name), on_step=False, on_epoch=True, batch_size=batch_size)

@@ -1,0 +1,99 @@
+"""Shared fixtures: composed configs, the digits zoo trained once per session, real sample batches."""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from pathlib import Path
+
+import pytest
+import torch
+from hydra import compose, initialize_config_dir
+from omegaconf import DictConfig, open_dict
+
+from preempt.config import register_resolvers
+
+ROOT = Path(__file__).resolve().parents[1]
+CONF_DIR = ROOT / "conf"
+
+register_resolvers()
+
+
+@pytest.fixture(scope="session")
+def zoo_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """One digits-zoo cache for the whole session (and the subprocess runs), trained on first use."""
+    return tmp_path_factory.mktemp("zoo")
+
+
+@pytest.fixture
+def compose_config(tmp_path: Path, zoo_dir: Path) -> Callable[..., DictConfig]:
+    """Compose conf/main.yaml with overrides, pointing every path at temporary folders."""
+
+    def _compose(*overrides: str) -> DictConfig:
+        with initialize_config_dir(config_dir=str(CONF_DIR), version_base="1.3"):
+            cfg = compose(
+                config_name="main",
+                overrides=[
+                    f"paths.cache_dir={zoo_dir}",
+                    f"paths.data_dir={tmp_path / 'data'}",
+                    f"paths.model_dir={tmp_path / 'models'}",
+                    *overrides,
+                ],
+            )
+        with open_dict(cfg):
+            cfg.paths.output_dir = str(tmp_path / "output")
+        return cfg
+
+    return _compose
+
+
+@pytest.fixture(scope="session")
+def digits_models(zoo_dir: Path) -> dict[str, torch.nn.Module]:
+    """The default digits classifier, backbone and victims, trained once into the session zoo."""
+    from hydra.utils import instantiate
+
+    register_resolvers()
+    models = {}
+    for name in ("digits_cnn", "digits_cnn_at", "digits_lenet_at", "digits_mlp"):
+        with initialize_config_dir(config_dir=str(CONF_DIR), version_base="1.3"):
+            cfg = compose(config_name="main", overrides=[f"victim={name}", f"paths.cache_dir={zoo_dir}"])
+        models[name] = instantiate(cfg.victim)
+    return models
+
+
+@pytest.fixture(scope="session")
+def digits_batch() -> tuple[torch.Tensor, torch.Tensor]:
+    from preempt.datasets.digits import digits
+
+    data = digits(n_samples=64)
+    return data.images, data.labels
+
+
+@pytest.fixture(scope="session")
+def cifar_batch() -> tuple[torch.Tensor, torch.Tensor]:
+    from preempt.datasets.package_samples import cifar10_samples
+
+    data = cifar10_samples()
+    return data.images, data.labels
+
+
+@pytest.fixture(scope="session")
+def resnet18() -> torch.nn.Module:
+    from preempt.models.autoattack_resnet import load_autoattack_resnet18
+
+    return load_autoattack_resnet18()
+
+
+def accuracy(model: torch.nn.Module, x: torch.Tensor, y: torch.Tensor) -> float:
+    with torch.no_grad():
+        return (model(x).argmax(dim=1) == y).float().mean().item()
+
+
+def instantiate_error(config, error_type: type[Exception]) -> Exception:
+    """The `error_type` raised by instantiating `config` (Hydra wraps it in an InstantiationException)."""
+    from hydra.utils import instantiate
+
+    with pytest.raises(Exception) as info:
+        instantiate(config)
+    error = info.value if isinstance(info.value, error_type) else info.value.__cause__
+    assert isinstance(error, error_type), f"expected {error_type.__name__}, got {info.value!r}"
+    return error

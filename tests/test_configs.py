@@ -1,0 +1,191 @@
+"""Every config file under conf/ composes and instantiates; a new file without a test here fails."""
+
+import time
+from pathlib import Path
+
+import lightning as L
+import pytest
+import torch
+from conftest import CONF_DIR, instantiate_error
+from hydra.utils import instantiate
+
+from preempt.datasets.base import ImageDataset
+from preempt.datasets.cifar10 import DatasetNotFoundError
+from preempt.models import GroundTruth, PixelClassifier
+from preempt.models.robustbench import CheckpointNotFoundError
+
+ROLE_GROUPS = ("classifier", "backbone", "victim")  # symlinks to conf/model: every model fills every role
+DATASETS = ["digits", "cifar10", "cifar10_samples", "imagenet_samples", "folder"]
+ZOO_MODELS = ["digits_cnn", "digits_cnn_at", "digits_lenet_at", "digits_mlp", "autoattack_resnet18", "ground_truth"]
+ROBUSTBENCH_MODELS = [
+    "Gowal2021Improving_R18_ddpm_100m",
+    "Hendrycks2020AugMix_ResNeXt",
+    "Peng2023Robust",
+    "Debenedetti2022Light_XCiT-L12",
+    "Singh2023Revisiting_ConvNeXt-L-ConvStem",
+    "Tian2022Deeper_DeiT-B",
+    "Liu2023Comprehensive_Swin-L",
+]
+DEFENSES = ["none", "fast_preemption"]
+ATTACKS = ["none", "pgd", "autoattack"]
+TRAINERS = ["default", "cpu", "gpu", "ddp"]
+LOGGERS = ["default", "wandb", "csv", "none"]
+EXPERIMENTS = ["cifar10_resnet18", "fast_preemption_cifar10", "fast_preemption_imagenet"]
+
+
+def test_every_config_file_is_covered_by_these_tests() -> None:
+    on_disk = {
+        str(path.relative_to(CONF_DIR))
+        for path in CONF_DIR.rglob("*.yaml")
+        if path.relative_to(CONF_DIR).parts[0] not in ROLE_GROUPS
+    }
+    covered = {"main.yaml", "paths/default.yaml", "hydra/default.yaml"}
+    for group, options in [
+        ("dataset", DATASETS),
+        ("model", ZOO_MODELS + ROBUSTBENCH_MODELS),
+        ("defense", DEFENSES),
+        ("attack", ATTACKS),
+        ("trainer", TRAINERS),
+        ("logger", LOGGERS),
+        ("experiment", EXPERIMENTS),
+    ]:
+        covered |= {f"{group}/{option}.yaml" for option in options}
+    assert on_disk == covered
+
+
+def test_role_groups_are_the_model_configs() -> None:
+    for role in ROLE_GROUPS:
+        assert (CONF_DIR / role).resolve() == (CONF_DIR / "model").resolve()
+
+
+def test_default_composition_is_the_offline_digits_job(compose_config) -> None:
+    cfg = compose_config()
+    assert cfg.dataset._target_.endswith("digits") and cfg.threat.eps == 0.2
+    assert cfg.defense._target_.endswith("FastPreemption") and cfg.attack._target_.endswith("AutoAttack")
+    assert cfg.trainer.inference_mode is False and cfg.logger.wandb.offline is True
+
+
+@pytest.mark.parametrize("option", DATASETS)
+def test_dataset_configs_instantiate(option: str, compose_config, tmp_path: Path) -> None:
+    overrides = [f"dataset={option}"]
+    if option == "folder":
+        from preempt.datasets.package_samples import foolbox_data_dir
+
+        for path in foolbox_data_dir().glob("cifar10_0*.png"):
+            (tmp_path / path.name.removeprefix("cifar10_")).write_bytes(path.read_bytes())
+        overrides.append(f"dataset.root={tmp_path}")
+    if option == "imagenet_samples":
+        overrides.append("dataset.n_samples=2")
+    cfg = compose_config(*overrides)
+    assert 0 < cfg.threat.eps <= 0.2 and cfg.threat.norm == "Linf"
+    if option == "cifar10":  # no network here: must fail fast, naming the folder to fill
+        start = time.perf_counter()
+        assert "cifar-10-batches-py" in str(instantiate_error(cfg.dataset, DatasetNotFoundError))
+        assert time.perf_counter() - start < 30
+        return
+    data = instantiate(cfg.dataset)
+    assert isinstance(data, ImageDataset) and len(data) > 0
+
+
+@pytest.mark.parametrize("option", ZOO_MODELS)
+def test_offline_model_configs_instantiate_in_every_role(option: str, compose_config, digits_models) -> None:
+    cfg = compose_config(f"classifier={option}", f"backbone={option}", f"victim={option}")
+    assert cfg.classifier == cfg.backbone == cfg.victim
+    model = instantiate(cfg.classifier)
+    if option == "ground_truth":
+        assert isinstance(model, GroundTruth)
+        return
+    assert isinstance(model, PixelClassifier) and not model.training
+    assert model(torch.rand(2, *model.input_shape)).shape == (2, 10)
+
+
+@pytest.mark.parametrize("option", ROBUSTBENCH_MODELS)
+def test_robustbench_configs_reach_the_loader_and_fail_fast_offline(option: str, compose_config) -> None:
+    """Weights cannot be downloaded here: instantiation must stop within seconds naming the file to place.
+
+    Loading from a placed checkpoint is tested in test_models.py.
+    """
+    cfg = compose_config(f"victim={option}")
+    assert cfg.victim.name == option
+    start = time.perf_counter()
+    assert cfg.paths.model_dir in str(instantiate_error(cfg.victim, CheckpointNotFoundError))
+    assert time.perf_counter() - start < 60
+
+
+@pytest.mark.parametrize("option", DEFENSES)
+def test_defense_configs_bind_to_a_backbone_and_protect(option: str, compose_config, digits_models) -> None:
+    cfg = compose_config(f"defense={option}")
+    defense = instantiate(cfg.defense)(backbone=digits_models["digits_cnn_at"])
+    x = torch.rand(2, 1, 16, 16)
+    assert defense(x, torch.tensor([1, 2])).shape == x.shape
+
+
+@pytest.mark.parametrize("option", ATTACKS)
+def test_attack_configs_bind_to_a_victim_and_attack(option: str, compose_config, digits_models) -> None:
+    cfg = compose_config(f"attack={option}", "threat.eps=0.01")
+    attack = instantiate(cfg.attack)(model=digits_models["digits_mlp"])
+    x = torch.rand(2, 1, 16, 16)
+    assert attack(x, torch.tensor([1, 2])).shape == x.shape
+
+
+@pytest.mark.parametrize("option", TRAINERS)
+def test_trainer_configs_instantiate(option: str, compose_config) -> None:
+    cfg = compose_config(f"trainer={option}")
+    assert cfg.trainer.inference_mode is False and cfg.trainer.use_distributed_sampler is False
+    if option == "gpu" and not torch.cuda.is_available():
+        with pytest.raises(Exception, match=r"(?i)gpu|cuda"):
+            instantiate(cfg.trainer)
+        return
+    assert isinstance(instantiate(cfg.trainer), L.Trainer)
+
+
+@pytest.mark.parametrize("option", LOGGERS)
+def test_logger_configs_instantiate(option: str, compose_config) -> None:
+    from preempt.run import instantiate_loggers
+
+    cfg = compose_config(f"logger={option}")
+    loggers = instantiate_loggers(cfg)
+    assert len(loggers) == {"default": 2, "wandb": 1, "csv": 1, "none": 0}[option]
+
+
+def test_paper_experiments_carry_table_iii_settings(compose_config) -> None:
+    cifar = compose_config("experiment=fast_preemption_cifar10")
+    assert cifar.threat.eps == pytest.approx(8 / 255)
+    assert (cifar.dataset.n_samples, cifar.dataset.offset) == (1000, 1000)
+    assert (cifar.classifier.name, cifar.backbone.name, cifar.victim.name) == (
+        "Hendrycks2020AugMix_ResNeXt",
+        "Gowal2021Improving_R18_ddpm_100m",
+        "Peng2023Robust",
+    )
+    d = cifar.defense
+    assert (d.eta, d.forward_steps, d.backward_steps, d.n_samples) == (0.7, 1, 2, 20)
+    imagenet = compose_config("experiment=fast_preemption_imagenet")
+    assert imagenet.threat.eps == pytest.approx(4 / 255) and imagenet.attack.eps == pytest.approx(4 / 255)
+    assert (imagenet.classifier.name, imagenet.backbone.name, imagenet.victim.name) == (
+        "Tian2022Deeper_DeiT-B",
+        "Singh2023Revisiting_ConvNeXt-L-ConvStem",
+        "Liu2023Comprehensive_Swin-L",
+    )
+    assert len(instantiate(imagenet.dataset)) == 20
+    instantiate_error(cifar.dataset, DatasetNotFoundError)
+
+
+def test_models_that_cannot_take_the_dataset_fail_before_any_work(compose_config) -> None:
+    from preempt.models import ImageShapeMismatchError
+    from preempt.run import check_models_fit_dataset, instantiate_models
+
+    cfg = compose_config("dataset=cifar10_samples", "victim=autoattack_resnet18", "dataset.n_samples=2")
+    with pytest.raises(ImageShapeMismatchError, match=r"digits_cnn_std expects images of shape 1×16×16"):
+        check_models_fit_dataset(instantiate_models(cfg), instantiate(cfg.dataset))
+
+
+def test_cifar10_resnet18_experiment_instantiates_every_part(compose_config) -> None:
+    from preempt.run import instantiate_models
+
+    cfg = compose_config("experiment=cifar10_resnet18")
+    data = instantiate(cfg.dataset)
+    models = instantiate_models(cfg)
+    assert models["classifier"] is models["backbone"] is models["victim"]  # one copy for identical configs
+    x = data.images[:2]
+    protected = instantiate(cfg.defense)(backbone=models["backbone"])(x, data.labels[:2])
+    assert instantiate(cfg.attack)(model=models["victim"])(protected, data.labels[:2]).shape == x.shape

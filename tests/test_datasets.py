@@ -1,0 +1,99 @@
+import time
+from pathlib import Path
+
+import pytest
+import torch
+from PIL import Image
+
+from preempt.datasets.base import ImageDataset
+from preempt.datasets.cifar10 import DatasetNotFoundError, cifar10
+from preempt.datasets.digits import digits, split_indices
+from preempt.datasets.folder import folder
+from preempt.datasets.package_samples import cifar10_samples, imagenet_samples
+from preempt.evaluation.datamodule import BatchShardSampler
+
+
+def assert_images(data: ImageDataset, n: int, shape: tuple[int, int, int]) -> None:
+    assert len(data) == n
+    assert data.image_shape == shape
+    assert data.images.dtype == torch.float32
+    assert data.images.min() >= 0 and data.images.max() <= 1
+    assert data.labels.dtype == torch.long
+    assert ((data.labels >= 0) & (data.labels < data.num_classes)).all()
+
+
+def test_digits_train_and_test_splits_are_disjoint() -> None:
+    from sklearn.datasets import load_digits
+
+    splits = split_indices(torch.tensor(load_digits().target))
+    train, test = set(splits["train"].tolist()), set(splits["test"].tolist())
+    assert not train & test
+    assert len(train | test) == 1797 and len(test) == 360
+
+
+def test_digits_are_upsampled_real_images() -> None:
+    data = digits(split="test", image_size=16, n_samples=None)
+    assert_images(data, 360, (1, 16, 16))
+    assert len(data.labels.unique()) == 10
+
+
+def test_slices_carry_their_source_indices() -> None:
+    data = digits(n_samples=10, offset=50)
+    images, labels, index = data[0]
+    assert index.item() == 50
+    full = digits(n_samples=None)
+    assert torch.equal(images, full.images[50]) and labels == full.labels[50]
+
+
+@pytest.mark.parametrize(
+    ("n_samples", "offset", "message"), [(400, 0, "exceeds"), (10, 360, "outside"), (0, 0, "positive")]
+)
+def test_bad_slices_are_rejected(n_samples: int, offset: int, message: str) -> None:
+    with pytest.raises(ValueError, match=message):
+        digits(n_samples=n_samples, offset=offset)
+
+
+def test_cifar10_samples_take_labels_from_file_names() -> None:
+    data = cifar10_samples()
+    assert_images(data, 20, (3, 32, 32))
+    assert data.labels[:4].tolist() == [3, 8, 8, 0]  # cifar10_00_3.png, cifar10_01_8.png, ...
+
+
+def test_imagenet_samples_are_224_crops() -> None:
+    data = imagenet_samples(n_samples=4, offset=2)
+    assert_images(data, 4, (3, 224, 224))
+    assert data.labels.tolist() == [438, 990, 949, 853]
+
+
+def test_folder_round_trips_png_images(tmp_path: Path) -> None:
+    pixels = torch.randint(0, 256, (5, 3, 12, 12), dtype=torch.uint8)
+    for i, image in enumerate(pixels):
+        Image.fromarray(image.permute(1, 2, 0).numpy()).save(tmp_path / f"{i}_{i % 3}.png")
+    (tmp_path / "notes.txt").write_text("ignored")
+    data = folder(str(tmp_path), num_classes=3, n_samples=4, offset=1)
+    assert_images(data, 4, (3, 12, 12))
+    assert torch.equal(data.images, pixels[1:5].float() / 255)
+    assert data.labels.tolist() == [1, 2, 0, 1]
+
+
+def test_folder_with_mixed_sizes_names_the_fix(tmp_path: Path) -> None:
+    Image.new("RGB", (10, 10)).save(tmp_path / "0_1.png")
+    Image.new("RGB", (12, 12)).save(tmp_path / "1_1.png")
+    with pytest.raises(ValueError, match=r"dataset\.image_size"):
+        folder(str(tmp_path), num_classes=2)
+    assert folder(str(tmp_path), num_classes=2, image_size=8).image_shape == (3, 8, 8)
+
+
+def test_cifar10_offline_fails_fast_naming_the_folder(tmp_path: Path) -> None:
+    start = time.perf_counter()
+    with pytest.raises(DatasetNotFoundError, match=str(tmp_path)):
+        cifar10(str(tmp_path), n_samples=10)
+    assert time.perf_counter() - start < 30
+
+
+@pytest.mark.parametrize(("n", "batch_size", "world_size"), [(19, 4, 2), (20, 5, 3), (3, 8, 2)])
+def test_batch_shards_cover_every_sample_once_in_the_same_batches(n: int, batch_size: int, world_size: int) -> None:
+    single = list(BatchShardSampler(n, batch_size))
+    shards = [list(BatchShardSampler(n, batch_size, rank, world_size)) for rank in range(world_size)]
+    assert sorted(batch for shard in shards for batch in shard) == single
+    assert sorted(i for batch in single for i in batch) == list(range(n))

@@ -1,0 +1,76 @@
+"""End to end: `src/main.py` as users run it, in subprocesses, offline."""
+
+import json
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+from conftest import ROOT
+
+pytestmark = pytest.mark.slow
+
+
+def run_main(output_dir: Path, zoo_dir: Path, *overrides: str) -> tuple[dict, str]:
+    command = [
+        sys.executable,
+        str(ROOT / "src" / "main.py"),
+        f"hydra.run.dir={output_dir}",
+        f"paths.cache_dir={zoo_dir}",
+        "trainer.enable_progress_bar=false",
+        *overrides,
+    ]
+    done = subprocess.run(command, capture_output=True, text=True, timeout=900, cwd=ROOT)
+    assert done.returncode == 0, done.stdout[-3000:] + done.stderr[-3000:]
+    return json.loads((output_dir / "results.json").read_text()), done.stdout
+
+
+def test_fast_preemption_beats_no_defense_under_autoattack(tmp_path: Path, zoo_dir: Path, digits_models) -> None:
+    common = ("attack=autoattack", "dataset.n_samples=100", "logger=default")
+    undefended, _ = run_main(tmp_path / "none", zoo_dir, "defense=none", *common)
+    protected, stdout = run_main(tmp_path / "fast_preemption", zoo_dir, "defense=fast_preemption", *common)
+    base, fp = undefended["metrics"], protected["metrics"]
+
+    assert base["test/robust_acc"] <= 0.5 * base["test/clean_acc"]  # AutoAttack at least halves accuracy
+    assert fp["test/robust_acc"] >= base["test/robust_acc"] + 0.2
+    assert fp["test/protected_clean_acc"] >= fp["test/clean_acc"]
+    assert fp["test/linf"] <= 0.2 + 1e-5 and 0.5 < fp["test/ssim"] < 1
+    assert fp["test/attack_distance"] <= 0.2 + 1e-5
+    assert fp["test/defense_seconds_per_image"] > 0 and base["test/defense_seconds_per_image"] < 1e-3
+    assert protected["run"]["n_samples"] == 100 and protected["config"]["defense"]["n_samples"] == 20
+    assert "| FastPreemption | AutoAttack | 100" in stdout
+    assert (tmp_path / "fast_preemption" / "results.md").read_text().startswith("| defense")
+    assert list((tmp_path / "fast_preemption" / "wandb").glob("offline-run-*"))
+    assert list((tmp_path / "fast_preemption" / "csv").rglob("metrics.csv"))
+
+
+def test_cifar10_samples_with_shipped_resnet18_writes_results(tmp_path: Path, zoo_dir: Path) -> None:
+    results, _ = run_main(tmp_path, zoo_dir, "experiment=cifar10_resnet18", "dataset.n_samples=8", "logger=none")
+    metrics = results["metrics"]
+    assert results["run"]["n_samples"] == 8
+    assert metrics["test/clean_acc"] >= 0.75
+    assert metrics["test/linf"] <= 8 / 255 + 1e-5
+    for key in ("test/clean_acc", "test/protected_clean_acc", "test/robust_acc", "test/ssim"):
+        assert 0 <= metrics[key] <= 1
+    assert (tmp_path / ".hydra" / "config.yaml").is_file()
+
+
+def test_two_process_ddp_equals_one_process(tmp_path: Path, zoo_dir: Path, digits_models) -> None:
+    """19 samples in batches of 4: five batches over two ranks, uneven, with nothing padded or repeated."""
+    common = ("attack=pgd", "dataset.n_samples=19", "batch_size=4", "logger=csv")
+    single, _ = run_main(tmp_path / "single", zoo_dir, "trainer=default", *common)
+    ddp, _ = run_main(tmp_path / "ddp", zoo_dir, "trainer=ddp", "trainer.accelerator=cpu", *common)
+    assert ddp["config"]["trainer"]["strategy"] == "ddp" and ddp["config"]["trainer"]["devices"] == 2
+    assert ddp["metrics"].keys() == single["metrics"].keys()
+    for key, value in single["metrics"].items():
+        if key.endswith("_acc"):  # counts of correct predictions: identical
+            assert ddp["metrics"][key] == value, key
+        elif key != "test/defense_seconds_per_image":  # float sums reduced across ranks in another order
+            assert ddp["metrics"][key] == pytest.approx(value, rel=1e-5), key
+
+
+def test_bad_override_fails_with_the_fix(tmp_path: Path, zoo_dir: Path) -> None:
+    command = [sys.executable, str(ROOT / "src" / "main.py"), f"hydra.run.dir={tmp_path}", "threat.eps=8"]
+    done = subprocess.run(command, capture_output=True, text=True, timeout=300, cwd=ROOT, check=False)
+    assert done.returncode != 0
+    assert "8/255" in done.stderr + done.stdout

@@ -1,0 +1,32 @@
+import json
+from pathlib import Path
+
+from preempt.results import build_results, format_table, load_results, write_json_atomically
+
+CONFIG = {
+    "dataset": {"_target_": "preempt.datasets.digits.digits"},
+    "defense": {"_target_": "preempt.defenses.fast_preemption.FastPreemption"},
+    "attack": {"_target_": "preempt.attacks.autoattack.AutoAttack"},
+}
+
+
+def test_results_round_trip_through_json_and_table(tmp_path: Path) -> None:
+    metrics = {"test/clean_acc": 0.885, "test/robust_acc": 0.55, "test/ssim": 0.7912}
+    path = write_json_atomically(build_results(CONFIG, metrics, n_samples=200, wall_seconds=1.5), tmp_path / "r.json")
+    assert not list(tmp_path.glob("*.tmp"))
+    (loaded,) = load_results([path])
+    assert loaded["metrics"] == metrics and loaded["config"] == CONFIG
+    assert loaded["run"]["defense"] == "FastPreemption" and loaded["run"]["n_samples"] == 200
+
+    table = format_table([loaded]).splitlines()
+    assert table[0].startswith("| defense") and "robust acc" in table[0]
+    assert "| FastPreemption | AutoAttack | 200" in table[2]
+    assert "0.550" in table[2] and "0.791" in table[2]
+    assert "—" in table[2]  # metrics a run did not log are shown as missing, not as zero
+
+
+def test_atomic_write_replaces_an_existing_file(tmp_path: Path) -> None:
+    path = tmp_path / "results.json"
+    write_json_atomically({"a": 1}, path)
+    write_json_atomically({"a": 2}, path)
+    assert json.loads(path.read_text()) == {"a": 2}

@@ -1,0 +1,40 @@
+import pytest
+import torch
+
+from preempt.threat import distance, project, random_uniform, steepest_direction, validate_budget
+
+
+@pytest.mark.parametrize("norm", ["Linf", "L2"])
+def test_random_uniform_stays_in_ball(norm: str) -> None:
+    x = torch.rand(64, 3, 8, 8)
+    noise = random_uniform(x.shape, 0.3, norm, like=x)
+    assert noise.shape == x.shape
+    assert (distance(x + noise, x, norm) <= 0.3 + 1e-6).all()
+    assert distance(x + noise, x, norm).mean() > 0.1  # fills the ball, not just its center
+
+
+@pytest.mark.parametrize("norm", ["Linf", "L2"])
+def test_project_lands_in_ball_and_box(norm: str) -> None:
+    center = torch.rand(16, 1, 5, 5)
+    far = center + 5 * torch.randn_like(center)
+    projected = project(far, center, 0.25, norm)
+    assert (distance(projected, center, norm) <= 0.25 + 1e-6).all()
+    assert projected.min() >= 0 and projected.max() <= 1
+    inside = project(center + 0.01, center, 0.25, norm).clamp(0, 1)
+    assert torch.allclose(inside, (center + 0.01).clamp(0, 1))
+
+
+def test_steepest_direction_has_unit_norm() -> None:
+    grad = torch.randn(4, 3, 6, 6)
+    assert torch.equal(steepest_direction(grad, "Linf"), grad.sign())
+    l2 = steepest_direction(grad, "L2").flatten(1).norm(dim=1)
+    assert torch.allclose(l2, torch.ones(4))
+
+
+@pytest.mark.parametrize(
+    ("eps", "norm", "message"),
+    [(8, "Linf", "8/255"), (0, "Linf", "positive"), (-0.1, "L2", "positive"), (0.1, "L1", "not supported")],
+)
+def test_bad_budgets_name_the_fix(eps: float, norm: str, message: str) -> None:
+    with pytest.raises(ValueError, match=message):
+        validate_budget(eps, norm)
