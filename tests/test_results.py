@@ -1,7 +1,7 @@
 import json
 from pathlib import Path
 
-from preempt.results import build_results, format_table, load_results, write_json_atomically
+from preempt.results import build_results, format_table, load_results, main, write_json_atomically
 
 CONFIG = {
     "dataset": {"_target_": "preempt.datasets.digits.digits"},
@@ -30,3 +30,14 @@ def test_atomic_write_replaces_an_existing_file(tmp_path: Path) -> None:
     write_json_atomically({"a": 1}, path)
     write_json_atomically({"a": 2}, path)
     assert json.loads(path.read_text()) == {"a": 2}
+
+
+def test_table_cli_collects_every_run_below_a_folder(tmp_path: Path, capsys) -> None:
+    for n_samples in (1, 20):
+        result = build_results(CONFIG, {"test/robust_acc": n_samples / 40}, 10, 1.0, [f"defense.n_samples={n_samples}"])
+        write_json_atomically(result, tmp_path / "multirun" / str(n_samples) / "results.json")
+    main([str(tmp_path / "multirun")])
+    rows = capsys.readouterr().out.splitlines()[2:]
+    assert len(rows) == 2
+    assert "0.025" in rows[0] and rows[0].rstrip(" |").endswith("defense.n_samples=1")
+    assert "0.500" in rows[1] and rows[1].rstrip(" |").endswith("defense.n_samples=20")

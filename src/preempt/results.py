@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import argparse
 import json
 import os
 import platform
@@ -27,9 +28,12 @@ COLUMNS = (
 )
 
 
-def build_results(config: dict, metrics: dict[str, float], n_samples: int, wall_seconds: float) -> dict:
+def build_results(
+    config: dict, metrics: dict[str, float], n_samples: int, wall_seconds: float, overrides: list[str] = ()
+) -> dict:
     return {
         "run": {
+            "overrides": list(overrides),
             "dataset": config["dataset"]["_target_"].rsplit(".", 1)[-1],
             "defense": config["defense"]["_target_"].rsplit(".", 1)[-1],
             "attack": config["attack"]["_target_"].rsplit(".", 1)[-1],
@@ -61,13 +65,13 @@ def load_results(paths: Iterable[Path]) -> list[dict]:
 
 def format_table(results: list[dict]) -> str:
     """A Markdown table, one row per run, of the metrics the papers report."""
-    header = ["defense", "attack", "n", *(title for _, title, _ in COLUMNS)]
+    header = ["defense", "attack", "n", *(title for _, title, _ in COLUMNS), "overrides"]
     rows = []
     for result in results:
         run, metrics = result["run"], result["metrics"]
         cells = [run["defense"], run["attack"], str(run["n_samples"])]
         cells += [fmt.format(metrics[key]) if key in metrics else "—" for key, _, fmt in COLUMNS]
-        rows.append(cells)
+        rows.append([*cells, " ".join(run.get("overrides", []))])
     widths = [max(len(row[i]) for row in [header, *rows]) for i in range(len(header))]
 
     def line(cells: list[str]) -> str:
@@ -75,3 +79,18 @@ def format_table(results: list[dict]) -> str:
 
     rule = "|" + "|".join("-" * (width + 2) for width in widths) + "|"
     return "\n".join([line(header), rule, *(line(row) for row in rows)])
+
+
+def main(argv: list[str] | None = None) -> None:
+    """`python -m preempt.results DIR...`: one table over every results.json below the given folders."""
+    parser = argparse.ArgumentParser(description=main.__doc__)
+    parser.add_argument("folders", nargs="+", type=Path, help="run or multirun folders (searched recursively)")
+    args = parser.parse_args(argv)
+    paths = sorted(path for folder in args.folders for path in folder.rglob(RESULTS_FILE))
+    if not paths:
+        raise SystemExit(f"no {RESULTS_FILE} under {', '.join(map(str, args.folders))}")
+    print(format_table(load_results(paths)))
+
+
+if __name__ == "__main__":
+    main()

@@ -43,6 +43,13 @@ def instantiate_loggers(cfg: DictConfig) -> list:
     return [instantiate(spec) for spec in (cfg.get("logger") or {}).values() if spec is not None]
 
 
+def task_overrides() -> list[str]:
+    """The command-line overrides of this run, recorded so tables can tell sweep jobs apart."""
+    from hydra.core.hydra_config import HydraConfig
+
+    return list(HydraConfig.get().overrides.task) if HydraConfig.initialized() else []
+
+
 def evaluate(cfg: DictConfig) -> dict | None:
     """Run protect -> attack -> score; returns the results on the global-zero process, None elsewhere."""
     started = time.perf_counter()
@@ -69,7 +76,9 @@ def evaluate(cfg: DictConfig) -> dict | None:
     if not trainer.is_global_zero:
         return None
     metrics = {key: float(value) for key, value in trainer.callback_metrics.items() if key.startswith("test/")}
-    results = build_results(config, metrics, n_samples=len(dataset), wall_seconds=time.perf_counter() - started)
+    results = build_results(
+        config, metrics, len(dataset), wall_seconds=time.perf_counter() - started, overrides=task_overrides()
+    )
     output_dir = Path(cfg.paths.output_dir)
     write_json_atomically(results, output_dir / RESULTS_FILE)
     table = format_table([results])

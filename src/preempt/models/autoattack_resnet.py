@@ -1,0 +1,28 @@
+"""The standard (non-robust) CIFAR-10 ResNet-18 shipped inside the pyautoattack wheel."""
+
+from __future__ import annotations
+
+import importlib.util
+from pathlib import Path
+
+import torch
+
+from preempt.models.pixel_classifier import PixelClassifier
+
+
+def _examples_dir() -> Path:
+    spec = importlib.util.find_spec("pyautoattack")
+    if spec is None or not spec.submodule_search_locations:
+        raise ModuleNotFoundError("pyautoattack is not installed; run `make install`.")
+    return Path(next(iter(spec.submodule_search_locations))) / "examples"
+
+
+def load_autoattack_resnet18() -> PixelClassifier:
+    """ResNet-18 with the weights of `examples/model_test.pt`; trained on raw [0,1] pixels."""
+    examples = _examples_dir()
+    spec = importlib.util.spec_from_file_location("pyautoattack_examples_resnet", examples / "resnet.py")
+    resnet = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(resnet)
+    network = resnet.ResNet18()
+    network.load_state_dict(torch.load(examples / "model_test.pt", map_location="cpu", weights_only=True))
+    return PixelClassifier(network, name="autoattack_resnet18", input_shape=(3, 32, 32))

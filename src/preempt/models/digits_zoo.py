@@ -1,0 +1,132 @@
+"""Small digits models the project trains itself, once, and caches under `paths.cache_dir`.
+
+The cache file is keyed by a hash of the full training config, so changing any setting trains a new model
+and a cached model is always the one its config describes. Training is deterministic given the seed.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import logging
+import os
+import tempfile
+from pathlib import Path
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from preempt.attacks.pgd import PGD
+from preempt.datasets.digits import digits_split
+from preempt.models.pixel_classifier import PixelClassifier
+
+log = logging.getLogger(__name__)
+
+# Bump when the training code changes, so stale cached weights are not reused.
+TRAINING_CODE_VERSION = 1
+# Statistics of the 16×16 digits train split, used for the in-model normalization.
+DIGITS_MEAN, DIGITS_STD = 0.305, 0.319
+
+
+def _cnn(image_size: int) -> nn.Module:
+    """Strided 3×3 convolutions, no pooling."""
+    return nn.Sequential(
+        nn.Conv2d(1, 32, 3, padding=1), nn.ReLU(),
+        nn.Conv2d(32, 64, 3, stride=2, padding=1), nn.ReLU(),
+        nn.Conv2d(64, 64, 3, stride=2, padding=1), nn.ReLU(),
+        nn.Flatten(), nn.Linear(64 * (image_size // 4) ** 2, 128), nn.ReLU(), nn.Linear(128, 10),
+    )
+
+
+def _lenet(image_size: int) -> nn.Module:
+    """LeNet-style 5×5 convolutions with max pooling: a different inductive bias from `cnn`."""
+    return nn.Sequential(
+        nn.Conv2d(1, 20, 5, padding=2), nn.ReLU(), nn.MaxPool2d(2),
+        nn.Conv2d(20, 50, 5, padding=2), nn.ReLU(), nn.MaxPool2d(2),
+        nn.Flatten(), nn.Linear(50 * (image_size // 4) ** 2, 200), nn.ReLU(), nn.Linear(200, 10),
+    )
+
+
+def _mlp(image_size: int) -> nn.Module:
+    return nn.Sequential(
+        nn.Flatten(), nn.Linear(image_size**2, 256), nn.ReLU(), nn.Linear(256, 256), nn.ReLU(), nn.Linear(256, 10)
+    )
+
+
+ARCHITECTURES = {"cnn": _cnn, "lenet": _lenet, "mlp": _mlp}
+
+
+def digits_model(
+    architecture: str,
+    cache_dir: str,
+    image_size: int = 16,
+    epochs: int = 20,
+    lr: float = 1e-3,
+    batch_size: int = 64,
+    seed: int = 0,
+    adversarial_eps: float | None = None,
+    adversarial_steps: int = 7,
+) -> PixelClassifier:
+    """A digits classifier; standard training, or PGD adversarial training when `adversarial_eps` is set."""
+    if architecture not in ARCHITECTURES:
+        raise ValueError(f"unknown digits architecture {architecture!r}; choose from {sorted(ARCHITECTURES)}")
+    if image_size % 4:
+        raise ValueError(f"digits image_size={image_size} must be a multiple of 4")
+    recipe = {
+        "architecture": architecture, "image_size": image_size, "epochs": epochs, "lr": lr,
+        "batch_size": batch_size, "seed": seed, "adversarial_eps": adversarial_eps,
+        "adversarial_steps": adversarial_steps, "code_version": TRAINING_CODE_VERSION,
+    }
+    key = hashlib.sha256(json.dumps(recipe, sort_keys=True).encode()).hexdigest()[:12]
+    kind = "at" if adversarial_eps else "std"
+    name = f"digits_{architecture}_{kind}"
+    path = Path(cache_dir) / f"{name}_{key}.pt"
+
+    model = PixelClassifier(
+        ARCHITECTURES[architecture](image_size), name=name, input_shape=(1, image_size, image_size),
+        mean=(DIGITS_MEAN,), std=(DIGITS_STD,), frozen=False,
+    )
+    if path.is_file():
+        model.load_state_dict(torch.load(path, map_location="cpu", weights_only=True))
+    else:
+        log.info("training %s (first use; cached at %s)", name, path)
+        _train(model, recipe)
+        _save_atomically(model.state_dict(), path)
+    return model.freeze()
+
+
+def _train(model: PixelClassifier, recipe: dict) -> None:
+    images, labels = digits_split("train", recipe["image_size"])
+    generator = torch.Generator().manual_seed(recipe["seed"])
+    with torch.random.fork_rng():
+        torch.manual_seed(recipe["seed"])
+        for module in model.modules():
+            if isinstance(module, nn.Conv2d | nn.Linear):
+                module.reset_parameters()
+        optimizer = torch.optim.Adam(model.parameters(), lr=recipe["lr"])
+        schedule = torch.optim.lr_scheduler.CosineAnnealingLR(optimizer, T_max=recipe["epochs"])
+        attack = None
+        if recipe["adversarial_eps"]:
+            attack = PGD(model, eps=recipe["adversarial_eps"], norm="Linf", steps=recipe["adversarial_steps"])
+        for _ in range(recipe["epochs"]):
+            for batch in torch.randperm(len(labels), generator=generator).split(recipe["batch_size"]):
+                x, y = images[batch], labels[batch]
+                if attack is not None:
+                    model.eval()
+                    x = attack(x, y)
+                model.train()
+                loss = F.cross_entropy(model(x), y)
+                optimizer.zero_grad()
+                loss.backward()
+                optimizer.step()
+            schedule.step()
+
+
+def _save_atomically(state: dict, path: Path) -> None:
+    """Write to a temporary file then rename, so concurrent runs never read a half-written checkpoint."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    handle, tmp = tempfile.mkstemp(dir=path.parent, suffix=".tmp")
+    os.close(handle)
+    torch.save(state, tmp)
+    os.replace(tmp, path)
