@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import logging
 import time
 from pathlib import Path
 
@@ -14,8 +13,6 @@ from preempt.datasets.base import ImageDataset
 from preempt.evaluation import EvaluationDataModule, PreemptiveEvaluation
 from preempt.models import PixelClassifier
 from preempt.results import RESULTS_FILE, TABLE_FILE, build_results, format_table, write_json_atomically
-
-log = logging.getLogger(__name__)
 
 MODEL_ROLES = ("classifier", "backbone", "victim")
 

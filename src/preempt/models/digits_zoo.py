@@ -32,19 +32,32 @@ DIGITS_MEAN, DIGITS_STD = 0.305, 0.319
 def _cnn(image_size: int) -> nn.Module:
     """Strided 3×3 convolutions, no pooling."""
     return nn.Sequential(
-        nn.Conv2d(1, 32, 3, padding=1), nn.ReLU(),
-        nn.Conv2d(32, 64, 3, stride=2, padding=1), nn.ReLU(),
-        nn.Conv2d(64, 64, 3, stride=2, padding=1), nn.ReLU(),
-        nn.Flatten(), nn.Linear(64 * (image_size // 4) ** 2, 128), nn.ReLU(), nn.Linear(128, 10),
+        nn.Conv2d(1, 32, 3, padding=1),
+        nn.ReLU(),
+        nn.Conv2d(32, 64, 3, stride=2, padding=1),
+        nn.ReLU(),
+        nn.Conv2d(64, 64, 3, stride=2, padding=1),
+        nn.ReLU(),
+        nn.Flatten(),
+        nn.Linear(64 * (image_size // 4) ** 2, 128),
+        nn.ReLU(),
+        nn.Linear(128, 10),
     )
 
 
 def _lenet(image_size: int) -> nn.Module:
     """LeNet-style 5×5 convolutions with max pooling: a different inductive bias from `cnn`."""
     return nn.Sequential(
-        nn.Conv2d(1, 20, 5, padding=2), nn.ReLU(), nn.MaxPool2d(2),
-        nn.Conv2d(20, 50, 5, padding=2), nn.ReLU(), nn.MaxPool2d(2),
-        nn.Flatten(), nn.Linear(50 * (image_size // 4) ** 2, 200), nn.ReLU(), nn.Linear(200, 10),
+        nn.Conv2d(1, 20, 5, padding=2),
+        nn.ReLU(),
+        nn.MaxPool2d(2),
+        nn.Conv2d(20, 50, 5, padding=2),
+        nn.ReLU(),
+        nn.MaxPool2d(2),
+        nn.Flatten(),
+        nn.Linear(50 * (image_size // 4) ** 2, 200),
+        nn.ReLU(),
+        nn.Linear(200, 10),
     )
 
 
@@ -74,9 +87,15 @@ def digits_model(
     if image_size % 4:
         raise ValueError(f"digits image_size={image_size} must be a multiple of 4")
     recipe = {
-        "architecture": architecture, "image_size": image_size, "epochs": epochs, "lr": lr,
-        "batch_size": batch_size, "seed": seed, "adversarial_eps": adversarial_eps,
-        "adversarial_steps": adversarial_steps, "code_version": TRAINING_CODE_VERSION,
+        "architecture": architecture,
+        "image_size": image_size,
+        "epochs": epochs,
+        "lr": lr,
+        "batch_size": batch_size,
+        "seed": seed,
+        "adversarial_eps": adversarial_eps,
+        "adversarial_steps": adversarial_steps,
+        "code_version": TRAINING_CODE_VERSION,
     }
     key = hashlib.sha256(json.dumps(recipe, sort_keys=True).encode()).hexdigest()[:12]
     kind = "at" if adversarial_eps else "std"
@@ -84,8 +103,12 @@ def digits_model(
     path = Path(cache_dir) / f"{name}_{key}.pt"
 
     model = PixelClassifier(
-        ARCHITECTURES[architecture](image_size), name=name, input_shape=(1, image_size, image_size),
-        mean=(DIGITS_MEAN,), std=(DIGITS_STD,), frozen=False,
+        ARCHITECTURES[architecture](image_size),
+        name=name,
+        input_shape=(1, image_size, image_size),
+        mean=(DIGITS_MEAN,),
+        std=(DIGITS_STD,),
+        frozen=False,
     )
     if path.is_file():
         model.load_state_dict(torch.load(path, map_location="cpu", weights_only=True))
