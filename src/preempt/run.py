@@ -12,7 +12,14 @@ from omegaconf import DictConfig, OmegaConf
 from preempt.datasets.base import ImageDataset
 from preempt.evaluation import EvaluationDataModule, PreemptiveEvaluation
 from preempt.models import PixelClassifier
-from preempt.results import RESULTS_FILE, TABLE_FILE, build_results, format_table, write_json_atomically
+from preempt.results import (
+    RESULTS_FILE,
+    TABLE_FILE,
+    build_results,
+    format_table,
+    load_results,
+    write_json_atomically,
+)
 
 MODEL_ROLES = ("classifier", "backbone", "victim")
 
@@ -77,8 +84,7 @@ def evaluate(cfg: DictConfig) -> dict | None:
         config, metrics, len(dataset), wall_seconds=time.perf_counter() - started, overrides=task_overrides()
     )
     output_dir = Path(cfg.paths.output_dir)
-    write_json_atomically(results, output_dir / RESULTS_FILE)
-    table = format_table([results])
+    table = format_table(load_results([write_json_atomically(results, output_dir / RESULTS_FILE)]))
     (output_dir / TABLE_FILE).write_text(table + "\n")
     print(f"\n{table}\n\nresults: {output_dir / RESULTS_FILE}")
     return results
