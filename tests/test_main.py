@@ -1,6 +1,7 @@
 """End to end: `src/main.py` as users run it, in subprocesses, offline."""
 
 import json
+import os
 import subprocess
 import sys
 from pathlib import Path
@@ -74,3 +75,16 @@ def test_bad_override_fails_with_the_fix(tmp_path: Path, zoo_dir: Path) -> None:
     done = subprocess.run(command, capture_output=True, text=True, timeout=300, cwd=ROOT, check=False)
     assert done.returncode != 0
     assert "8/255" in done.stderr + done.stdout
+
+
+def test_ablation_sweep_script_runs_every_job_and_tables_them(tmp_path: Path, zoo_dir: Path, digits_models) -> None:
+    script = ROOT / "sweeps" / "digits_ablations.sh"
+    env = {**os.environ, "LOG_DIR": str(tmp_path), "PYTHON": sys.executable}
+    overrides = ["dataset.n_samples=8", f"paths.cache_dir={zoo_dir}", "trainer.enable_progress_bar=false"]
+    done = subprocess.run(["bash", str(script), *overrides], capture_output=True, text=True, env=env, timeout=900)
+    assert done.returncode == 0, done.stdout[-3000:] + done.stderr[-3000:]
+    assert len(list((tmp_path / "ablation_n_samples").rglob("results.json"))) == 3
+    assert len(list((tmp_path / "ablation_fore_back").rglob("results.json"))) == 9
+    combined = done.stdout[done.stdout.index("== ablation_n_samples") :]  # after the per-job tables
+    rows = [line for line in combined.splitlines() if line.startswith("| FastPreemption")]
+    assert len(rows) == 12 and any("defense.forward_steps=2 defense.backward_steps=3" in row for row in rows)
