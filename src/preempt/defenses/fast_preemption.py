@@ -62,12 +62,10 @@ class FastPreemption(Defense):
     def averaged_fgsm(self, x_t: Tensor, x: Tensor, labels: Tensor, direction: float) -> Tensor:
         """Mean over N random starts of (FGSM example − x_t): Algorithm 1, steps 4–9 and 15–20."""
         batch, n = x_t.shape[0], self.n_samples
-        copies = x_t.unsqueeze(1).expand(batch, n, *x_t.shape[1:]).reshape(batch * n, *x_t.shape[1:])
+        copies = x_t.repeat_interleave(n, dim=0)  # [x_0 × N, x_1 × N, ...]: one pass for all starts
         starts = (copies + random_uniform(copies.shape, self.eps, self.norm, like=copies)).requires_grad_(True)
         loss = F.cross_entropy(self.backbone(starts), labels.repeat_interleave(n), reduction="sum")
         (grad,) = torch.autograd.grad(loss, starts)
-        originals = x.unsqueeze(1).expand_as(starts.view(batch, n, *x.shape[1:])).reshape_as(starts)
-        stepped = project(
-            starts.detach() + direction * self.eps * steepest_direction(grad, self.norm), originals, self.eps, self.norm
-        )
+        step = direction * self.eps * steepest_direction(grad, self.norm)
+        stepped = project(starts.detach() + step, x.repeat_interleave(n, dim=0), self.eps, self.norm)
         return stepped.view(batch, n, *x_t.shape[1:]).mean(dim=1) - x_t
