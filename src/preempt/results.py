@@ -4,14 +4,14 @@ from __future__ import annotations
 
 import argparse
 import json
-import os
 import platform
-import tempfile
 from collections.abc import Iterable
 from datetime import datetime, timezone
 from pathlib import Path
 
 import torch
+
+from preempt.files import replace_atomically
 
 RESULTS_FILE = "results.json"
 TABLE_FILE = "results.md"
@@ -49,14 +49,8 @@ def build_results(
 
 
 def write_json_atomically(data: dict, path: Path) -> Path:
-    """Write beside the target then rename: a crash never leaves a truncated results file."""
-    path.parent.mkdir(parents=True, exist_ok=True)
-    handle, tmp = tempfile.mkstemp(dir=path.parent, suffix=".tmp")
-    with os.fdopen(handle, "w") as file:
-        json.dump(data, file, indent=2, sort_keys=False)
-        file.write("\n")
-    os.replace(tmp, path)
-    return path
+    """A crash never leaves a truncated results file."""
+    return replace_atomically(path, lambda tmp: tmp.write_text(json.dumps(data, indent=2) + "\n"))
 
 
 def load_results(paths: Iterable[Path]) -> list[dict]:

@@ -9,8 +9,6 @@ from __future__ import annotations
 import hashlib
 import json
 import logging
-import os
-import tempfile
 from pathlib import Path
 
 import torch
@@ -19,6 +17,7 @@ from torch import nn
 
 from preempt.attacks.pgd import PGD
 from preempt.datasets.digits import digits_split
+from preempt.files import replace_atomically
 from preempt.models.pixel_classifier import PixelClassifier
 
 log = logging.getLogger(__name__)
@@ -115,7 +114,7 @@ def digits_model(
     else:
         log.info("training %s (first use; cached at %s)", name, path)
         _train(model, recipe)
-        _save_atomically(model.state_dict(), path)
+        replace_atomically(path, lambda tmp: torch.save(model.state_dict(), tmp))
     return model.freeze()
 
 
@@ -144,12 +143,3 @@ def _train(model: PixelClassifier, recipe: dict) -> None:
                 loss.backward()
                 optimizer.step()
             schedule.step()
-
-
-def _save_atomically(state: dict, path: Path) -> None:
-    """Write to a temporary file then rename, so concurrent runs never read a half-written checkpoint."""
-    path.parent.mkdir(parents=True, exist_ok=True)
-    handle, tmp = tempfile.mkstemp(dir=path.parent, suffix=".tmp")
-    os.close(handle)
-    torch.save(state, tmp)
-    os.replace(tmp, path)
