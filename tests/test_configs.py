@@ -13,6 +13,7 @@ from preempt.datasets.base import ImageDataset
 from preempt.datasets.cifar10 import DatasetNotFoundError
 from preempt.models import GroundTruth, PixelClassifier
 from preempt.models.robustbench import CheckpointNotFoundError
+from preempt.validation import validate_config
 
 ROLE_GROUPS = ("classifier", "backbone", "victim")  # symlinks to conf/model: every model fills every role
 DATASETS = ["digits", "cifar10", "cifar10_samples", "imagenet_samples", "folder"]
@@ -51,6 +52,26 @@ def test_every_config_file_is_covered_by_these_tests() -> None:
     ]:
         covered |= {f"{group}/{option}.yaml" for option in options}
     assert on_disk == covered
+
+
+@pytest.mark.parametrize(
+    "override",
+    [f"dataset={option}" for option in DATASETS]
+    + [f"{role}={option}" for role in ("classifier", "backbone", "victim") for option in ZOO_MODELS + ROBUSTBENCH_MODELS]
+    + [f"defense={option}" for option in DEFENSES]
+    + [f"attack={option}" for option in ATTACKS]
+    + [f"trainer={option}" for option in TRAINERS]
+    + [f"logger={option}" for option in LOGGERS]
+    + [f"experiment={option}" for option in EXPERIMENTS],
+)
+def test_every_shipped_option_passes_validation(override: str, compose_config, tmp_path: Path) -> None:
+    """The schema layer must refuse bad input only: every option as shipped validates without a warning."""
+    extra = [f"dataset.root={tmp_path}"] if override == "dataset=folder" else []
+    if override in ("backbone=ground_truth", "victim=ground_truth"):
+        with pytest.raises(ValueError, match="can only be the classifier"):
+            validate_config(compose_config(override))
+        return
+    assert validate_config(compose_config(override, *extra)) == []
 
 
 def test_role_groups_are_the_model_configs() -> None:

@@ -1,7 +1,20 @@
 import json
+import subprocess
 from pathlib import Path
 
-from preempt.results import build_results, format_table, load_results, main, write_json_atomically
+import pytest
+import torch
+from conftest import ROOT
+
+from preempt.results import (
+    FinishedRunError,
+    build_results,
+    format_table,
+    load_results,
+    main,
+    refuse_finished_output_dir,
+    write_json_atomically,
+)
 
 CONFIG = {
     "dataset": {"_target_": "preempt.datasets.digits.digits"},
@@ -41,3 +54,20 @@ def test_table_cli_collects_every_run_below_a_folder(tmp_path: Path, capsys) -> 
     assert len(rows) == 2
     assert "0.025" in rows[0] and rows[0].rstrip(" |").endswith("defense.n_samples=1")
     assert "0.500" in rows[1] and rows[1].rstrip(" |").endswith("defense.n_samples=20")
+
+
+def test_results_record_what_a_rerun_needs() -> None:
+    run = build_results({**CONFIG, "seed": 3}, {}, n_samples=1, wall_seconds=1.0, warnings=["careful"])["run"]
+    assert run["seed"] == 3 and run["warnings"] == ["careful"]
+    assert run["versions"]["torch"].split("+")[0] == torch.__version__.split("+")[0]
+    assert {"lightning", "pyautoattack", "robustbench", "hydra-core"} <= set(run["versions"])
+    head = subprocess.run(["git", "rev-parse", "HEAD"], cwd=ROOT, capture_output=True, text=True).stdout.strip()
+    assert run["git"]["commit"] == head and isinstance(run["git"]["dirty"], bool)
+    assert run["device"].startswith("cpu") or run["device"] == torch.cuda.get_device_name()
+
+
+def test_a_finished_run_is_never_overwritten(tmp_path: Path) -> None:
+    refuse_finished_output_dir(tmp_path / "new")  # absent or empty folders are fine
+    write_json_atomically({"a": 1}, tmp_path / "sweep" / "0" / "results.json")
+    with pytest.raises(FinishedRunError, match=r"sweep/0/results\.json"):
+        refuse_finished_output_dir(tmp_path / "sweep")

@@ -3,8 +3,12 @@
 from __future__ import annotations
 
 from pathlib import Path
+from typing import Any
 
-from omegaconf import OmegaConf
+from hydra.experimental.callback import Callback
+from omegaconf import DictConfig, OmegaConf
+
+from preempt.results import refuse_finished_output_dir
 
 
 def project_root() -> str:
@@ -18,3 +22,13 @@ def register_resolvers() -> None:
         OmegaConf.register_new_resolver("div", lambda a, b: float(a) / float(b))
     if not OmegaConf.has_resolver("project_root"):
         OmegaConf.register_new_resolver("project_root", project_root)
+
+
+class KeepFinishedRuns(Callback):
+    """Hydra writes `.hydra/` into the run folder before the job starts: refuse a finished one before that."""
+
+    def on_run_start(self, config: DictConfig, **kwargs: Any) -> None:
+        refuse_finished_output_dir(Path(config.hydra.run.dir))
+
+    def on_multirun_start(self, config: DictConfig, **kwargs: Any) -> None:
+        refuse_finished_output_dir(Path(config.hydra.sweep.dir))

@@ -3,8 +3,10 @@
 from __future__ import annotations
 
 import argparse
+import importlib.metadata
 import json
 import platform
+import subprocess
 from collections.abc import Iterable
 from datetime import datetime, timezone
 from pathlib import Path
@@ -22,14 +24,82 @@ COLUMNS = (
     ("test/clean_acc", "clean acc", "{:.3f}"),
     ("test/protected_clean_acc", "protected clean acc", "{:.3f}"),
     ("test/robust_acc", "robust acc", "{:.3f}"),
+    ("test/protected_clean_acc_float", "protected clean acc (float)", "{:.3f}"),
+    ("test/robust_acc_float", "robust acc (float)", "{:.3f}"),
     ("test/ssim", "SSIM", "{:.3f}"),
     ("test/linf", "max Linf", "{:.4f}"),
     ("test/defense_seconds_per_image", "defense s/img", "{:.4f}"),
 )
 
 
+# Libraries whose version can change a number in results.json.
+RECORDED_PACKAGES = (
+    "torch",
+    "torchvision",
+    "lightning",
+    "torchmetrics",
+    "hydra-core",
+    "pyautoattack",
+    "robustbench",
+    "foolbox",
+    "scikit-learn",
+    "numpy",
+    "pillow",
+)
+
+
+class FinishedRunError(FileExistsError):
+    """A run would write where a finished run's results.json already is."""
+
+
+def refuse_finished_output_dir(output_dir: Path) -> None:
+    """Never overwrite a finished run: its results.json (and its .hydra config) stay as they were."""
+    existing = sorted(Path(output_dir).rglob(RESULTS_FILE)) if Path(output_dir).is_dir() else []
+    if existing:
+        raise FinishedRunError(
+            f"{existing[0]} holds the results of a finished run. Choose another hydra.run.dir "
+            f"(or hydra.sweep.dir), or move that folder away first."
+        )
+
+
+def library_versions() -> dict[str, str | None]:
+    versions = {}
+    for package in RECORDED_PACKAGES:
+        try:
+            versions[package] = importlib.metadata.version(package)
+        except importlib.metadata.PackageNotFoundError:
+            versions[package] = None
+    return versions
+
+
+def git_commit(root: Path) -> dict[str, str | bool | None]:
+    """The checkout's commit and whether it had uncommitted changes; None outside a git checkout."""
+
+    def git(*args: str) -> str | None:
+        try:
+            done = subprocess.run(["git", *args], cwd=root, capture_output=True, text=True, timeout=10, check=True)
+        except (OSError, subprocess.SubprocessError):
+            return None
+        return done.stdout.strip()
+
+    commit = git("rev-parse", "HEAD")
+    status = git("status", "--porcelain", "--untracked-files=no") if commit else None
+    return {"commit": commit, "dirty": bool(status) if status is not None else None}
+
+
+def device_name() -> str:
+    if torch.cuda.is_available():
+        return torch.cuda.get_device_name()
+    return f"cpu ({platform.processor() or platform.machine()}, {torch.get_num_threads()} threads)"
+
+
 def build_results(
-    config: dict, metrics: dict[str, float], n_samples: int, wall_seconds: float, overrides: list[str] = ()
+    config: dict,
+    metrics: dict[str, float],
+    n_samples: int,
+    wall_seconds: float,
+    overrides: list[str] = (),
+    warnings: list[str] = (),
 ) -> dict:
     return {
         "run": {
@@ -38,19 +108,27 @@ def build_results(
             "defense": config["defense"]["_target_"].rsplit(".", 1)[-1],
             "attack": config["attack"]["_target_"].rsplit(".", 1)[-1],
             "n_samples": n_samples,
+            "seed": config.get("seed"),
             "wall_seconds": round(wall_seconds, 2),
             "finished_at": datetime.now(timezone.utc).isoformat(timespec="seconds"),
-            "torch": torch.__version__,
-            "device": torch.cuda.get_device_name() if torch.cuda.is_available() else platform.processor() or "cpu",
+            "device": device_name(),
+            "python": platform.python_version(),
+            "versions": library_versions(),
+            "git": git_commit(Path(__file__).resolve().parent),
+            "warnings": list(warnings),
         },
         "metrics": metrics,
         "config": config,
     }
 
 
-def write_json_atomically(data: dict, path: Path) -> Path:
+def write_text_atomically(text: str, path: Path) -> Path:
     """A crash never leaves a truncated results file."""
-    return replace_atomically(path, lambda tmp: tmp.write_text(json.dumps(data, indent=2) + "\n"))
+    return replace_atomically(path, lambda tmp: tmp.write_text(text))
+
+
+def write_json_atomically(data: dict, path: Path) -> Path:
+    return write_text_atomically(json.dumps(data, indent=2) + "\n", path)
 
 
 def load_results(paths: Iterable[Path]) -> list[dict]:

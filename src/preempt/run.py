@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import logging
 import time
 from pathlib import Path
 
@@ -9,19 +10,27 @@ import lightning as L
 from hydra.utils import instantiate
 from omegaconf import DictConfig, OmegaConf
 
-from preempt.datasets.base import ImageDataset
 from preempt.evaluation import EvaluationDataModule, PreemptiveEvaluation
-from preempt.models import PixelClassifier
 from preempt.results import (
     RESULTS_FILE,
     TABLE_FILE,
     build_results,
     format_table,
     load_results,
+    refuse_finished_output_dir,
     write_json_atomically,
+    write_text_atomically,
+)
+from preempt.validation import (
+    MODEL_ROLES,
+    check_every_process_gets_a_batch,
+    check_models_fit_dataset,
+    check_parts_fit_dataset,
+    expected_processes,
+    validate_config,
 )
 
-MODEL_ROLES = ("classifier", "backbone", "victim")
+log = logging.getLogger(__name__)
 
 
 def instantiate_models(cfg: DictConfig) -> dict:
@@ -36,13 +45,6 @@ def instantiate_models(cfg: DictConfig) -> dict:
     return models
 
 
-def check_models_fit_dataset(models: dict, dataset: ImageDataset) -> None:
-    """Fail before any work when a model cannot take the dataset's images (the error names both)."""
-    for model in models.values():
-        if isinstance(model, PixelClassifier):
-            model.check_input(dataset.images[:1])
-
-
 def instantiate_loggers(cfg: DictConfig) -> list:
     return [instantiate(spec) for spec in (cfg.get("logger") or {}).values() if spec is not None]
 
@@ -55,10 +57,22 @@ def task_overrides() -> list[str]:
 
 
 def evaluate(cfg: DictConfig) -> dict | None:
-    """Run protect -> attack -> score; returns the results on the global-zero process, None elsewhere."""
+    """Run protect -> attack -> score; returns the results on the global-zero process, None elsewhere.
+
+    Everything that can be checked is checked first, cheapest first: the config alone, then against the
+    loaded dataset, then the built models on one image; only then does the test loop start.
+    """
     started = time.perf_counter()
+    warnings = validate_config(cfg)
+    for warning in warnings:
+        log.warning(warning)
+    output_dir = Path(cfg.paths.output_dir)
+    refuse_finished_output_dir(output_dir)
+    config = OmegaConf.to_container(cfg, resolve=True)
     L.seed_everything(cfg.seed, workers=True, verbose=False)
     dataset = instantiate(cfg.dataset)
+    check_parts_fit_dataset(config, dataset)
+    check_every_process_gets_a_batch(len(dataset), cfg.batch_size, expected_processes(config["trainer"]))
     models = instantiate_models(cfg)
     check_models_fit_dataset(models, dataset)
     module = PreemptiveEvaluation(
@@ -67,11 +81,11 @@ def evaluate(cfg: DictConfig) -> dict | None:
         attack=instantiate(cfg.attack),
         num_classes=dataset.num_classes,
         seed=cfg.seed,
+        transmit_8bit=cfg.transmit_8bit,
     )
     datamodule = EvaluationDataModule(dataset, batch_size=cfg.batch_size, num_workers=cfg.num_workers)
     loggers = instantiate_loggers(cfg)
     trainer: L.Trainer = instantiate(cfg.trainer, logger=loggers or False)
-    config = OmegaConf.to_container(cfg, resolve=True)
     for logger in loggers:
         logger.log_hyperparams(config)
 
@@ -81,10 +95,15 @@ def evaluate(cfg: DictConfig) -> dict | None:
         return None
     metrics = {key: float(value) for key, value in trainer.callback_metrics.items() if key.startswith("test/")}
     results = build_results(
-        config, metrics, len(dataset), wall_seconds=time.perf_counter() - started, overrides=task_overrides()
+        config,
+        metrics,
+        len(dataset),
+        wall_seconds=time.perf_counter() - started,
+        overrides=task_overrides(),
+        warnings=warnings,
     )
-    output_dir = Path(cfg.paths.output_dir)
     table = format_table(load_results([write_json_atomically(results, output_dir / RESULTS_FILE)]))
-    (output_dir / TABLE_FILE).write_text(table + "\n")
-    print(f"\n{table}\n\nresults: {output_dir / RESULTS_FILE}")
+    write_text_atomically(table + "\n", output_dir / TABLE_FILE)
+    notes = "".join(f"\nwarning: {warning}" for warning in warnings)
+    print(f"\n{table}\n{notes}\nresults: {output_dir / RESULTS_FILE}")
     return results

@@ -3,13 +3,14 @@
 from __future__ import annotations
 
 import logging
+from typing import Literal
 
 import torch
+from pydantic import validate_call
 from torch import Tensor, nn
 
 from preempt.attacks.base import Attack
-
-VERSIONS = ("standard", "rand")
+from preempt.constraints import ARBITRARY_TYPES, Eps, Norm
 
 
 class AutoAttack(Attack):
@@ -19,10 +20,11 @@ class AutoAttack(Attack):
     the sample indices: the attack then gives the same result whatever the batch order or process count.
     """
 
-    def __init__(self, model: nn.Module, eps: float, norm: str = "Linf", version: str = "standard") -> None:
+    @validate_call(config=ARBITRARY_TYPES)
+    def __init__(
+        self, model: nn.Module | None, eps: Eps, norm: Norm = "Linf", version: Literal["standard", "rand"] = "standard"
+    ) -> None:
         super().__init__(model, eps, norm)
-        if version not in VERSIONS:
-            raise ValueError(f"AutoAttack version={version!r}; use one of {VERSIONS}")
         self.version = version
         # The package reports progress on this logger at DEBUG; keep our runs' output readable.
         logging.getLogger("auto-attack").setLevel(logging.WARNING)

@@ -6,13 +6,18 @@ from abc import ABC, abstractmethod
 
 from torch import Tensor, nn
 
+from preempt.constraints import Eps, Norm
 from preempt.threat import validate_budget
 
 
 class Attack(ABC):
-    """Perturbs images within an eps-ball in `norm` to make `model` misclassify them."""
+    """Perturbs images within an eps-ball in `norm` to make `model` misclassify them.
 
-    def __init__(self, model: nn.Module, eps: float, norm: str) -> None:
+    Constructors check every setting and must not touch the model: the config validation builds each attack
+    once with `model=None` to refuse bad settings before any model exists.
+    """
+
+    def __init__(self, model: nn.Module | None, eps: Eps, norm: Norm) -> None:
         validate_budget(eps, norm)
         self.model = model
         self.eps = eps
@@ -28,7 +33,7 @@ class NoAttack:
 
     norm = "Linf"
 
-    def __init__(self, model: nn.Module) -> None:
+    def __init__(self, model: nn.Module | None) -> None:
         self.model = model
 
     def __call__(self, x: Tensor, y: Tensor) -> Tensor:

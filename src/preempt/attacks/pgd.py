@@ -4,27 +4,28 @@ from __future__ import annotations
 
 import torch
 import torch.nn.functional as F
+from pydantic import validate_call
 from torch import Tensor, nn
 
 from preempt.attacks.base import Attack
+from preempt.constraints import ARBITRARY_TYPES, AtLeastOne, Eps, Norm, Positive
 from preempt.threat import project, random_uniform, steepest_direction
 
 
 class PGD(Attack):
     """`steps` steepest-ascent steps on the cross-entropy, each projected back into the eps-ball and [0,1]."""
 
+    @validate_call(config=ARBITRARY_TYPES)
     def __init__(
         self,
-        model: nn.Module,
-        eps: float,
-        norm: str = "Linf",
-        steps: int = 10,
-        step_size: float | None = None,
+        model: nn.Module | None,
+        eps: Eps,
+        norm: Norm = "Linf",
+        steps: AtLeastOne = 10,
+        step_size: Positive | None = None,
         random_start: bool = True,
     ) -> None:
         super().__init__(model, eps, norm)
-        if steps < 1:
-            raise ValueError(f"PGD steps={steps} must be at least 1")
         self.steps = steps
         # 2.5 * eps / steps lets the iterate cross the ball and still reach its boundary (Madry et al.).
         self.step_size = step_size if step_size is not None else 2.5 * eps / steps

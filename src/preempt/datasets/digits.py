@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import functools
+from typing import Literal
 
 import torch
 import torch.nn.functional as F
@@ -10,6 +11,7 @@ from sklearn.datasets import load_digits
 from sklearn.model_selection import train_test_split
 from torch import Tensor
 
+from preempt.constraints import AtLeastOne, NonNegative
 from preempt.datasets.base import ImageDataset, select_slice
 
 TEST_FRACTION = 0.2
@@ -39,7 +41,12 @@ def digits_split(split: str, image_size: int) -> tuple[Tensor, Tensor]:
     return images.clamp(0, 1), labels[idx]
 
 
-def digits(split: str = "test", image_size: int = 16, n_samples: int | None = None, offset: int = 0) -> ImageDataset:
+def digits(
+    split: Literal["train", "test"] = "test",
+    image_size: AtLeastOne = 16,
+    n_samples: AtLeastOne | None = None,
+    offset: NonNegative = 0,
+) -> ImageDataset:
     images, labels = digits_split(split, image_size)
     part = select_slice(len(labels), n_samples, offset, "digits")
     return ImageDataset(images[part], labels[part], num_classes=10, name=f"digits_{split}", offset=part.start)

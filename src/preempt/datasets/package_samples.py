@@ -7,6 +7,7 @@ from pathlib import Path
 
 import torch
 
+from preempt.constraints import AtLeastOne, NonNegative
 from preempt.datasets.base import ImageDataset, select_slice
 from preempt.datasets.folder import labelled_files, load_images
 
@@ -27,11 +28,13 @@ def _samples(prefix: str, n_samples: int | None, offset: int, **load_args) -> tu
     return images, torch.tensor([label for _, label, _ in entries]), part.start
 
 
-def cifar10_samples(n_samples: int | None = None, offset: int = 0) -> ImageDataset:
+def cifar10_samples(n_samples: AtLeastOne | None = None, offset: NonNegative = 0) -> ImageDataset:
     images, labels, start = _samples("cifar10", n_samples, offset, image_size=None)
     return ImageDataset(images, labels, num_classes=10, name="cifar10_samples", offset=start)
 
 
-def imagenet_samples(n_samples: int | None = None, offset: int = 0, image_size: int = 224) -> ImageDataset:
+def imagenet_samples(
+    n_samples: AtLeastOne | None = None, offset: NonNegative = 0, image_size: AtLeastOne = 224
+) -> ImageDataset:
     images, labels, start = _samples("imagenet", n_samples, offset, image_size=image_size, resize_to=image_size)
     return ImageDataset(images, labels, num_classes=1000, name="imagenet_samples", offset=start)

@@ -8,7 +8,15 @@ from torch import Tensor, nn
 
 
 class Defense(ABC):
-    """Protects images before they are sent, given the labels the sender's classifier assigned."""
+    """Protects images before they are sent, given the labels the sender's classifier assigned.
+
+    Constructors check every setting and must not touch the backbone: the config validation builds each
+    defense once with `backbone=None` to refuse bad settings before any model exists.
+    """
+
+    def warnings(self) -> list[str]:
+        """Settings that run but probably do not mean what the user wants; shown and kept in results.json."""
+        return []
 
     @abstractmethod
     def __call__(self, x: Tensor, labels: Tensor) -> Tensor:

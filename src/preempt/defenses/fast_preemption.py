@@ -4,8 +4,10 @@ from __future__ import annotations
 
 import torch
 import torch.nn.functional as F
+from pydantic import validate_call
 from torch import Tensor, nn
 
+from preempt.constraints import ARBITRARY_TYPES, AtLeastOne, Eps, NonNegative, Norm, StepFraction
 from preempt.defenses.base import Defense
 from preempt.threat import project, random_uniform, steepest_direction, validate_budget
 
@@ -22,26 +24,23 @@ class FastPreemption(Defense):
     Every iterate is projected to the eps-ball around the original x and to [0,1].
     """
 
+    @validate_call(config=ARBITRARY_TYPES)
     def __init__(
         self,
-        backbone: nn.Module,
-        eps: float,
-        eta: float = 0.7,
-        forward_steps: int = 1,
-        backward_steps: int = 2,
-        n_samples: int = 20,
-        norm: str = "Linf",
+        backbone: nn.Module | None,
+        eps: Eps,
+        eta: StepFraction = 0.7,
+        forward_steps: NonNegative = 1,
+        backward_steps: NonNegative = 2,
+        n_samples: AtLeastOne = 20,
+        norm: Norm = "Linf",
     ) -> None:
         validate_budget(eps, norm)
-        if forward_steps < 0 or backward_steps < 0 or forward_steps + backward_steps == 0:
+        if forward_steps + backward_steps == 0:
             raise ValueError(
-                f"forward_steps={forward_steps}, backward_steps={backward_steps}: both must be >= 0 and at least "
-                f"one positive (the paper uses T→=1, T←=2)"
+                "forward_steps=0 and backward_steps=0 leave the image unprotected: set at least one (the paper "
+                "uses forward_steps=1, backward_steps=2); for no protection use defense=none"
             )
-        if n_samples < 1:
-            raise ValueError(f"n_samples={n_samples} must be at least 1 (the paper uses N=20)")
-        if not eta > 0:
-            raise ValueError(f"eta={eta} must be positive (the paper uses 0.7 with eta·(T→+T←) > 1)")
         self.backbone = backbone
         self.eps = eps
         self.eta = eta
@@ -49,6 +48,15 @@ class FastPreemption(Defense):
         self.backward_steps = backward_steps
         self.n_samples = n_samples
         self.norm = norm
+
+    def warnings(self) -> list[str]:
+        if self.eta * (self.forward_steps + self.backward_steps) <= 1:
+            return [
+                f"eta·(forward_steps+backward_steps) = {self.eta * (self.forward_steps + self.backward_steps):.2f} "
+                f"≤ 1: the protection cannot reach the eps-ball's boundary (the paper requires > 1; its settings "
+                f"are eta=0.7, forward_steps=1, backward_steps=2)"
+            ]
+        return []
 
     def __call__(self, x: Tensor, labels: Tensor) -> Tensor:
         x = x.detach()

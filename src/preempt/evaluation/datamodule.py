@@ -8,6 +8,7 @@ import lightning as L
 from torch.utils.data import DataLoader, Sampler
 
 from preempt.datasets.base import ImageDataset
+from preempt.validation import check_every_process_gets_a_batch
 
 
 class BatchShardSampler(Sampler[list[int]]):
@@ -39,5 +40,6 @@ class EvaluationDataModule(L.LightningDataModule):
 
     def test_dataloader(self) -> DataLoader:
         rank, world_size = (self.trainer.global_rank, self.trainer.world_size) if self.trainer else (0, 1)
+        check_every_process_gets_a_batch(len(self.dataset), self.batch_size, world_size)
         sampler = BatchShardSampler(len(self.dataset), self.batch_size, rank, world_size)
         return DataLoader(self.dataset, batch_sampler=sampler, num_workers=self.num_workers)

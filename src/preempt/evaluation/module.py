@@ -21,12 +21,19 @@ from preempt.threat import distance
 SEED_STRIDE = 1_000_003
 
 
+def to_8bit(x: Tensor) -> Tensor:
+    """What the receiver gets from a saved PNG: every pixel rounded to the nearest of 256 levels."""
+    return torch.round(x * 255) / 255
+
+
 class PreemptiveEvaluation(L.LightningModule):
     """Scores a sender-side defense against a man-in-the-middle attack on the receiver's victim model.
 
     `defense` and `attack` are factories (Hydra `_partial_`), bound here to the backbone and the victim.
     Each batch is seeded from the run seed and its first sample index, so random starts do not depend on
-    batch order or on how many processes share the work.
+    batch order or on how many processes share the work. With `transmit_8bit` the protected images are sent
+    as 8-bit pixels (as a saved PNG would carry them): the main metrics score what is sent, and the
+    `*_float` metrics score the unrounded protection under the same attack.
     """
 
     def __init__(
@@ -38,6 +45,7 @@ class PreemptiveEvaluation(L.LightningModule):
         attack: Callable[..., Attack | NoAttack],
         num_classes: int,
         seed: int = 0,
+        transmit_8bit: bool = False,
     ) -> None:
         super().__init__()
         for role, model in (("backbone", backbone), ("victim", victim)):
@@ -53,6 +61,7 @@ class PreemptiveEvaluation(L.LightningModule):
         self.defense = defense(backbone=backbone)
         self.attack = attack(model=victim)
         self.seed = seed
+        self.transmit_8bit = transmit_8bit
 
         def accuracy() -> MulticlassAccuracy:
             return MulticlassAccuracy(num_classes=num_classes, average="micro")
@@ -61,6 +70,9 @@ class PreemptiveEvaluation(L.LightningModule):
         self.clean_acc = accuracy()
         self.protected_clean_acc = accuracy()
         self.robust_acc = accuracy()
+        if transmit_8bit:
+            self.protected_clean_acc_float = accuracy()
+            self.robust_acc_float = accuracy()
         self.ssim = StructuralSimilarityIndexMeasure(data_range=1.0)
         self.defense_seconds_per_image = MeanMetric()
         self.linf = MaxMetric()
@@ -95,19 +107,18 @@ class PreemptiveEvaluation(L.LightningModule):
 
         labels = self.labels(x, y)
         protected, seconds = self.protect(x, labels)
-        with torch.enable_grad():
-            adversarial = self.attack(protected, y).detach()
+        sent = to_8bit(protected) if self.transmit_8bit else protected
+        adversarial = self.run_attack(sent, y)
 
         self.classifier_acc(labels, y)
         self.clean_acc(self.predict(x), y)
-        self.protected_clean_acc(self.predict(protected), y)
+        self.protected_clean_acc(self.predict(sent), y)
         self.robust_acc(self.predict(adversarial), y)
-        self.ssim(protected, x)
+        self.ssim(sent, x)
         self.defense_seconds_per_image.update(seconds / batch_size, weight=batch_size)
-        self.linf(distance(protected, x, "Linf").max())
-        self.attack_distance(distance(adversarial, protected, self.attack.norm).max())
-
-        for name in (
+        self.linf(distance(sent, x, "Linf").max())
+        self.attack_distance(distance(adversarial, sent, self.attack.norm).max())
+        names = [
             "classifier_acc",
             "clean_acc",
             "protected_clean_acc",
@@ -116,5 +127,14 @@ class PreemptiveEvaluation(L.LightningModule):
             "defense_seconds_per_image",
             "linf",
             "attack_distance",
-        ):
+        ]
+        if self.transmit_8bit:
+            self.protected_clean_acc_float(self.predict(protected), y)
+            self.robust_acc_float(self.predict(self.run_attack(protected, y)), y)
+            names += ["protected_clean_acc_float", "robust_acc_float"]
+        for name in names:
             self.log(f"test/{name}", getattr(self, name), on_step=False, on_epoch=True, batch_size=batch_size)
+
+    def run_attack(self, x: Tensor, y: Tensor) -> Tensor:
+        with torch.enable_grad():
+            return self.attack(x, y).detach()

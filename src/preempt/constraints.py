@@ -1,0 +1,38 @@
+"""Annotated types that make each `_target_`'s signature the schema of its config node.
+
+The validation layer reads these annotations to check every key of a composed config before any model is
+built, and `validate_call` on the defense and attack constructors applies the same rules to Python callers.
+"""
+
+from __future__ import annotations
+
+import re
+from typing import Annotated, Literal
+
+from annotated_types import Ge, Gt, Le
+from pydantic import BeforeValidator, ConfigDict
+
+FRACTION = re.compile(r"\s*(\d+(?:\.\d*)?)\s*/\s*(\d+(?:\.\d*)?)\s*")
+
+# nn.Module and Tensor arguments are checked by isinstance, not by a schema.
+ARBITRARY_TYPES = ConfigDict(arbitrary_types_allowed=True)
+
+
+def read_fraction(value: object) -> object:
+    """`threat.eps=8/255` arrives from Hydra's command line as the text "8/255": read it as the papers mean it."""
+    if isinstance(value, str) and (match := FRACTION.fullmatch(value)):
+        numerator, denominator = (float(part) for part in match.groups())
+        if denominator == 0:
+            raise ValueError(f"{value!r} divides by zero")
+        return numerator / denominator
+    return value
+
+
+Norm = Literal["Linf", "L2"]
+# A budget in [0,1] pixel units; whether it fits the norm is checked by `threat.validate_budget`.
+Eps = Annotated[float, BeforeValidator(read_fraction), Gt(0)]
+AtLeastOne = Annotated[int, Ge(1)]
+NonNegative = Annotated[int, Ge(0)]
+Positive = Annotated[float, Gt(0)]
+# A step that moves at most the whole way to its target (Fast Preemption's eta; the paper uses 0.7).
+StepFraction = Annotated[float, Gt(0), Le(1)]

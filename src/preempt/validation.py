@@ -1,0 +1,359 @@
+"""Checks a composed config before any model is built or trained; every refusal names the key and the fix.
+
+The schema of each part is the signature of its `_target_`: parameter names are the allowed keys, and the
+annotations (see `preempt.constraints`) give types and ranges. A new defense, attack, dataset or model is
+covered as soon as its signature is annotated. Checks that need the dataset (shapes, class counts, batches
+per process) run right after it is loaded, and the built models are tried on one real image before the loop.
+"""
+
+from __future__ import annotations
+
+import difflib
+import functools
+import inspect
+import math
+import typing
+from collections.abc import Callable
+from typing import Any
+
+import torch
+from hydra.utils import get_object
+from omegaconf import DictConfig, OmegaConf
+from omegaconf.errors import InterpolationResolutionError, MissingMandatoryValue
+from pydantic import BaseModel, ConfigDict, TypeAdapter, ValidationError
+from pydantic.errors import PydanticSchemaGenerationError
+
+from preempt.constraints import ARBITRARY_TYPES, AtLeastOne, Eps, NonNegative, Norm
+from preempt.datasets.base import ImageDataset
+from preempt.models.ground_truth import GroundTruth
+from preempt.models.spec import ModelSpec, spec_of
+from preempt.threat import validate_budget
+
+MODEL_ROLES = ("classifier", "backbone", "victim")
+PART_GROUPS = ("dataset", *MODEL_ROLES, "defense", "attack", "trainer")
+# The model the test loop passes to each partial part when it binds it (PreemptiveEvaluation.__init__).
+BOUND_AT_TEST_START = {"defense": "backbone", "attack": "model"}
+HYDRA_KEYS = {"_target_", "_partial_", "_recursive_", "_convert_", "_args_"}
+
+
+class ConfigError(ValueError):
+    """A composed config that cannot give a meaningful result; the message names the key and the fix."""
+
+
+class _Strict(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+
+class Threat(_Strict):
+    eps: Eps
+    norm: Norm
+
+
+class Paths(_Strict):
+    root_dir: str
+    data_dir: str
+    model_dir: str
+    cache_dir: str
+    log_dir: str
+    output_dir: str
+
+
+class RunSchema(_Strict):
+    """The top level of conf/main.yaml; each part group is checked against its own `_target_`."""
+
+    task_name: str
+    tags: list[str]
+    seed: NonNegative
+    batch_size: AtLeastOne
+    num_workers: NonNegative
+    transmit_8bit: bool
+    threat: Threat
+    paths: Paths
+    dataset: dict
+    classifier: dict
+    backbone: dict
+    victim: dict
+    defense: dict
+    attack: dict
+    trainer: dict
+    logger: dict[str, dict] | None = None
+
+
+def validate_config(cfg: DictConfig) -> list[str]:
+    """Refuse a config that cannot run meaningfully, before any work; returns warnings to show and record.
+
+    Values typed as text that the schema reads as numbers (`threat.eps=8/255`) are written back as numbers.
+    """
+    container = _resolve(cfg)
+    _check(RunSchema, container, prefix="", allowed_hint=True)
+    _write_back(cfg, "threat.eps", TypeAdapter(Eps).validate_python(container["threat"]["eps"]))
+    container = _resolve(cfg)
+    validate_budget_or_refuse(container["threat"]["eps"], container["threat"]["norm"], "threat")
+
+    warnings: list[str] = []
+    for group in PART_GROUPS:
+        target, settings = check_part(cfg, container, group)
+        if group in BOUND_AT_TEST_START:
+            part = _dry_build(group, target, settings)
+            warnings += part.warnings() if hasattr(part, "warnings") else []
+    for name, logger in (container.get("logger") or {}).items():
+        if logger is not None:
+            check_part(cfg, container["logger"], name, prefix="logger.")
+    check_roles(container)
+    warnings += dataset_warnings(container)
+    return warnings
+
+
+def _resolve(cfg: DictConfig) -> dict:
+    try:
+        return OmegaConf.to_container(cfg, resolve=True, throw_on_missing=True)
+    except MissingMandatoryValue as error:
+        key = error.full_key
+        raise ConfigError(f"{key} must be set (it is ??? in the config): add {key}=... to the command") from None
+    except InterpolationResolutionError as error:
+        raise ConfigError(f"{error.full_key}: {error.msg}") from None
+
+
+def _write_back(cfg: DictConfig, key: str, value: Any) -> None:
+    """Replace a value the schema converted (text to number), unless it is an interpolation of another key."""
+    parent_key, _, name = key.rpartition(".")
+    parent = OmegaConf.select(cfg, parent_key) if parent_key else cfg
+    if not OmegaConf.is_interpolation(parent, name) and parent[name] != value:
+        parent[name] = value
+
+
+def check_part(cfg: DictConfig, container: dict, group: str, prefix: str = "") -> tuple[Callable, dict]:
+    """The part's `_target_` imported and its keys checked against the target's signature and annotations."""
+    key = prefix + group
+    node = container.get(group)
+    if not isinstance(node, dict) or "_target_" not in node:
+        raise ConfigError(f"{key} has no _target_: pick one of its options, e.g. `{group}=<option>` (see --help)")
+    try:
+        target = get_object(node["_target_"])
+    except Exception as error:
+        raise ConfigError(f"{key}._target_={node['_target_']} cannot be imported: {error}") from None
+    settings = {name: value for name, value in node.items() if name not in HYDRA_KEYS}
+    bound = BOUND_AT_TEST_START.get(group) if not prefix else None
+    parameters = _parameters(target)
+    if bound is not None and bound not in parameters:
+        raise ConfigError(f"{key}: {node['_target_']} must take `{bound}=`, which the test loop binds at start")
+    accepts_any = any(p.kind is inspect.Parameter.VAR_KEYWORD for p in parameters.values())
+    allowed = [name for name in parameters if name != bound]
+    for name in settings:
+        if name not in parameters and not accepts_any:
+            raise ConfigError(_unknown_key_message(f"{key}.{name}", name, allowed, node["_target_"]))
+    for name, parameter in parameters.items():
+        required = parameter.default is inspect.Parameter.empty and parameter.kind not in _VARIADIC
+        if required and name != bound and name not in settings:
+            raise ConfigError(f"{key}.{name} is required by {node['_target_']}: add +{key}.{name}=... ")
+    hints = _hints(target)
+    for name, value in settings.items():
+        adapter = _adapter(hints.get(name))
+        if adapter is None:
+            continue
+        try:
+            settings[name] = adapter.validate_python(value)
+        except ValidationError as error:
+            raise ConfigError(_format_errors(error, f"{key}.{name}")) from None
+        if not prefix and isinstance(settings[name], int | float | str) and settings[name] != value:
+            _write_back(cfg, f"{key}.{name}", settings[name])
+    return target, settings
+
+
+_VARIADIC = (inspect.Parameter.VAR_POSITIONAL, inspect.Parameter.VAR_KEYWORD)
+
+
+def _parameters(target: Callable) -> dict[str, inspect.Parameter]:
+    try:
+        return dict(inspect.signature(target).parameters)
+    except (TypeError, ValueError):
+        return {"kwargs": inspect.Parameter("kwargs", inspect.Parameter.VAR_KEYWORD)}
+
+
+def _hints(target: Callable) -> dict[str, Any]:
+    function = target.__init__ if inspect.isclass(target) else target
+    try:
+        return typing.get_type_hints(function, include_extras=True)
+    except Exception:  # annotations naming types the library only imports for type checkers
+        return {}
+
+
+@functools.cache
+def _adapter(hint: Any) -> TypeAdapter | None:
+    """A validator for one annotation; None where no schema can be made (arbitrary library types)."""
+    if hint is None:
+        return None
+    try:
+        return TypeAdapter(hint, config=ARBITRARY_TYPES)
+    except (PydanticSchemaGenerationError, TypeError):
+        return None
+
+
+def _unknown_key_message(key: str, name: str, allowed: list[str], owner: str) -> str:
+    close = difflib.get_close_matches(name, allowed, n=1)
+    hint = f" Did you mean {close[0]}?" if close else ""
+    return f"{key} is not a setting of {owner}.{hint} Its settings: {', '.join(allowed) or 'none'}."
+
+
+def _format_errors(error: ValidationError, key: str) -> str:
+    lines = []
+    for item in error.errors():
+        where = ".".join([key, *map(str, item["loc"])]) if item["loc"] else key
+        lines.append(f"{where}={item['input']!r}: {item['msg']}")
+    return "; ".join(lines)
+
+
+def _check(schema: type[BaseModel], data: dict, prefix: str, allowed_hint: bool = False) -> None:
+    try:
+        schema.model_validate(data)
+    except ValidationError as error:
+        messages = []
+        for item in error.errors():
+            location = [str(part) for part in item["loc"]]
+            key = prefix + ".".join(location)
+            if item["type"] == "extra_forbidden":
+                parent = schema
+                for part in location[:-1]:
+                    parent = parent.model_fields[part].annotation
+                allowed = list(parent.model_fields)
+                message = _unknown_key_message(key, location[-1], allowed, "the config" if parent is schema else key)
+                if allowed_hint and len(location) == 1:
+                    message += " To pick an option of a group write group=option (no +), e.g. defense=none."
+                messages.append(message)
+            else:
+                messages.append(f"{key}={item['input']!r}: {item['msg']}")
+        raise ConfigError("; ".join(messages)) from None
+
+
+def validate_budget_or_refuse(eps: float, norm: str, key: str, image_shape: tuple[int, ...] | None = None) -> None:
+    """`threat.validate_budget` with the key named; with the image shape, L2 budgets beyond the image too."""
+    try:
+        validate_budget(eps, norm)
+    except ValueError as error:
+        raise ConfigError(f"{key}: {error}") from None
+    if norm == "L2" and image_shape is not None:
+        largest = math.sqrt(math.prod(image_shape))
+        if eps > largest:
+            raise ConfigError(
+                f"{key}.eps={eps} is larger than the largest L2 distance between two {'×'.join(map(str, image_shape))} "
+                f"images in [0,1] ({largest:.1f}); L2 budgets are in [0,1] pixel units (e.g. 0.5 on CIFAR-10)"
+            )
+
+
+def _dry_build(group: str, target: Callable, settings: dict) -> Any:
+    """Build a defense or attack without its model, so its own cross-setting checks run before any work."""
+    try:
+        return target(**settings, **{BOUND_AT_TEST_START[group]: None})
+    except ValidationError as error:
+        raise ConfigError(_format_errors(error, group)) from None
+    except (ValueError, TypeError) as error:
+        raise ConfigError(f"{group}: {error}") from None
+
+
+def check_roles(container: dict) -> None:
+    """The ground-truth labeler has no gradients and no logits: it can only be the sender's classifier."""
+    for role in ("backbone", "victim"):
+        target = get_object(container[role]["_target_"])
+        if inspect.isclass(target) and issubclass(target, GroundTruth):
+            raise ConfigError(
+                f"{role}=ground_truth: the ground-truth labeler has no gradients and no logits, so it can only be "
+                f"the classifier (classifier=ground_truth, the paper's GT ablation). Pick a model for {role}."
+            )
+
+
+def dataset_warnings(container: dict) -> list[str]:
+    dataset = container["dataset"]
+    if dataset["_target_"].endswith("digits.digits") and dataset.get("split") == "train":
+        return [
+            "dataset.split=train: the digits zoo models were trained on these images, so accuracy on them is "
+            "not a test accuracy; use dataset.split=test (the default)"
+        ]
+    return []
+
+
+def declared_spec(container: dict, role: str) -> ModelSpec | None:
+    node = container[role]
+    settings = {name: value for name, value in node.items() if name not in HYDRA_KEYS}
+    return spec_of(get_object(node["_target_"]), settings)
+
+
+def check_parts_fit_dataset(container: dict, dataset: ImageDataset) -> None:
+    """Models' declared input shapes and class counts, and the budget, against the loaded dataset."""
+    for role in MODEL_ROLES:
+        spec = declared_spec(container, role)
+        if spec is None:
+            continue
+        name = container[role].get("name") or container[role]["_target_"].rsplit(".", 1)[-1]
+        if spec.input_shape is not None and tuple(spec.input_shape) != dataset.image_shape:
+            raise ConfigError(_shape_message(role, name, spec.input_shape, dataset))
+        if spec.num_classes is not None and spec.num_classes != dataset.num_classes:
+            raise ConfigError(_class_count_message(role, name, spec.num_classes, dataset))
+    for group in ("threat", *BOUND_AT_TEST_START):
+        node = container[group]
+        if "eps" in node:
+            validate_budget_or_refuse(node["eps"], node["norm"], group, dataset.image_shape)
+
+
+def _shape_message(role: str, name: str, shape: tuple[int, ...], dataset: ImageDataset) -> str:
+    expected, got = "×".join(map(str, shape)), "×".join(map(str, dataset.image_shape))
+    return (
+        f"{role} {name} takes {expected} images (C×H×W) but dataset {dataset.name} gives {got}: pick a {role} "
+        f"made for {got} images, or a dataset of {expected} images"
+    )
+
+
+def _class_count_message(role: str, name: str, num_classes: int, dataset: ImageDataset) -> str:
+    return (
+        f"{role} {name} outputs {num_classes} classes but dataset {dataset.name} has {dataset.num_classes} "
+        f"(dataset.num_classes): every accuracy would be meaningless. Use a {role} trained on this label set, or "
+        f"fix dataset.num_classes"
+    )
+
+
+def check_models_fit_dataset(models: dict, dataset: ImageDataset) -> None:
+    """Each built model on one real image: it must take the images and output one logit per class."""
+    image = dataset.images[:1]
+    for role, model in models.items():
+        if not isinstance(model, torch.nn.Module):
+            continue
+        name = getattr(model, "name", type(model).__name__)
+        try:
+            with torch.no_grad():
+                logits = model(image)
+        except Exception as error:
+            raise ConfigError(f"{role} {name} fails on one {dataset.name} image: {error}") from error
+        if logits.shape != (1, dataset.num_classes):
+            if logits.dim() == 2:
+                raise ConfigError(_class_count_message(role, name, logits.shape[1], dataset))
+            raise ConfigError(f"{role} {name} returns shape {tuple(logits.shape)}; expected (batch, num_classes)")
+
+
+def expected_processes(trainer: dict) -> int:
+    """How many processes the trainer config will start (devices × nodes), as Lightning counts them."""
+    devices = trainer.get("devices", 1)
+    if isinstance(devices, list):
+        count = len(devices)
+    elif isinstance(devices, int) and devices > 0:
+        count = devices
+    elif trainer.get("accelerator", "auto") in ("auto", "gpu", "cuda") and torch.cuda.is_available():
+        count = torch.cuda.device_count()  # devices "auto" or -1: every visible GPU
+    else:
+        count = 1
+    return count * int(trainer.get("num_nodes", 1))
+
+
+def check_every_process_gets_a_batch(n_samples: int, batch_size: int, processes: int) -> None:
+    """DDP needs a batch on every process: a process with none never joins the metric sync, and the run hangs."""
+    batches = math.ceil(n_samples / batch_size)
+    if batches >= processes:
+        return
+    if n_samples < processes:
+        raise ConfigError(
+            f"{n_samples} samples cannot feed {processes} processes: raise dataset.n_samples to at least "
+            f"{processes}, or set trainer.devices={n_samples} (or trainer=default for one process)"
+        )
+    fitting = next(b for b in range(math.ceil(n_samples / processes), 0, -1) if math.ceil(n_samples / b) >= processes)
+    raise ConfigError(
+        f"{n_samples} samples at batch_size={batch_size} make {batches} batch(es) for {processes} processes, and "
+        f"each process needs one: set batch_size={fitting} (or less), or trainer.devices={batches}"
+    )

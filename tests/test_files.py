@@ -1,0 +1,73 @@
+"""A signal in the middle of a write leaves the old file intact and no temporary file behind."""
+
+import os
+import signal
+import stat
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+from conftest import ROOT
+
+from preempt.files import replace_atomically
+
+WRITER = """
+import sys, time
+from pathlib import Path
+from preempt.files import exit_cleanly_on_sigterm, replace_atomically
+
+exit_cleanly_on_sigterm()
+
+def slow_write(tmp):
+    tmp.write_text("half")
+    print("writing", flush=True)
+    time.sleep(60)
+
+replace_atomically(Path(sys.argv[1]), slow_write)
+"""
+
+
+@pytest.mark.parametrize("signum", [signal.SIGTERM, signal.SIGINT])
+def test_a_signal_mid_write_leaves_no_half_written_file(tmp_path: Path, signum: int) -> None:
+    target = tmp_path / "results.json"
+    target.write_text("finished")
+    writer = subprocess.Popen([sys.executable, "-c", WRITER, str(target)], stdout=subprocess.PIPE, text=True)
+    assert writer.stdout.readline().strip() == "writing"
+    writer.send_signal(signum)
+    writer.wait(timeout=60)
+    assert writer.returncode != 0
+    if signum == signal.SIGTERM:
+        assert writer.returncode == 128 + signal.SIGTERM  # exited through SystemExit, so `finally` ran
+    assert target.read_text() == "finished"
+    assert sorted(tmp_path.iterdir()) == [target]
+
+
+def test_written_files_get_the_usual_permissions(tmp_path: Path) -> None:
+    """mkstemp creates 0600 files; results and cached models must be readable like every other output."""
+    previous = os.umask(0o022)
+    try:
+        path = replace_atomically(tmp_path / "results.json", lambda tmp: tmp.write_text("{}"))
+    finally:
+        os.umask(previous)
+    assert stat.S_IMODE(path.stat().st_mode) == 0o644
+
+
+@pytest.mark.slow
+def test_main_exits_cleanly_on_sigterm(tmp_path: Path, zoo_dir: Path, digits_models) -> None:
+    command = [
+        sys.executable,
+        str(ROOT / "src" / "main.py"),
+        f"hydra.run.dir={tmp_path / 'run'}",
+        f"paths.cache_dir={zoo_dir}",
+        "logger=none",
+        "trainer.enable_progress_bar=false",
+    ]
+    main = subprocess.Popen(command, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, cwd=ROOT)
+    for line in main.stdout:
+        if "GPU available" in line:  # the trainer exists: the test loop is about to start
+            break
+    main.send_signal(signal.SIGTERM)
+    main.wait(timeout=120)
+    assert main.returncode == 128 + signal.SIGTERM
+    assert not list((tmp_path / "run").rglob("*.tmp")) and not (tmp_path / "run" / "results.json").exists()
