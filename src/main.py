@@ -5,6 +5,7 @@ from hydra.errors import InstantiationException
 from omegaconf import DictConfig
 
 from preempt.config import register_resolvers
+from preempt.evaluation.rank_failures import RankFailedError
 from preempt.files import exit_cleanly_on_sigterm
 from preempt.run import evaluate
 
@@ -21,7 +22,7 @@ def main(cfg: DictConfig) -> None:
         if isinstance(error.__cause__, ValueError | OSError):
             raise SystemExit(f"error: {error.__cause__}") from None
         raise
-    except (ValueError, FileExistsError) as error:
+    except (ValueError, FileExistsError, RankFailedError) as error:
         raise SystemExit(f"error: {error}") from None
 
 

@@ -57,7 +57,7 @@ def test_every_config_file_is_covered_by_these_tests() -> None:
 @pytest.mark.parametrize(
     "override",
     [f"dataset={option}" for option in DATASETS]
-    + [f"{role}={option}" for role in ("classifier", "backbone", "victim") for option in ZOO_MODELS + ROBUSTBENCH_MODELS]
+    + [f"{role}={option}" for role in ROLE_GROUPS for option in ZOO_MODELS + ROBUSTBENCH_MODELS]
     + [f"defense={option}" for option in DEFENSES]
     + [f"attack={option}" for option in ATTACKS]
     + [f"trainer={option}" for option in TRAINERS]

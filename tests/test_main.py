@@ -88,3 +88,39 @@ def test_ablation_sweep_script_runs_every_job_and_tables_them(tmp_path: Path, zo
     combined = done.stdout[done.stdout.index("== ablation_n_samples") :]  # after the per-job tables
     rows = [line for line in combined.splitlines() if line.startswith("| FastPreemption")]
     assert len(rows) == 12 and any("defense.forward_steps=2 defense.backward_steps=3" in row for row in rows)
+
+
+def test_a_failing_ddp_rank_ends_the_run_with_its_error(tmp_path: Path, zoo_dir: Path, digits_models) -> None:
+    """Rank 1 raises mid-loop: the run must stop (no hang) and say last what failed, not gloo's 'closed by peer'."""
+    command = [
+        sys.executable,
+        str(ROOT / "src" / "main.py"),
+        f"hydra.run.dir={tmp_path}",
+        f"paths.cache_dir={zoo_dir}",
+        "trainer=ddp",
+        "trainer.accelerator=cpu",
+        "attack=none",
+        "attack._target_=faulty_parts.FailsOnRankOne",
+        "dataset.n_samples=16",
+        "batch_size=4",
+        "logger=none",
+        "trainer.enable_progress_bar=false",
+    ]
+    env = {**os.environ, "PYTHONPATH": str(ROOT / "tests" / "helpers")}
+    done = subprocess.run(command, capture_output=True, text=True, timeout=300, cwd=ROOT, env=env)
+    assert done.returncode != 0
+    last_line = (done.stdout + done.stderr).strip().splitlines()[-1]
+    assert last_line.startswith("error: rank 1 failed: RuntimeError: injected failure on rank 1"), last_line
+    assert not (tmp_path / "results.json").exists()
+
+
+def test_a_finished_run_folder_is_left_untouched(tmp_path: Path, zoo_dir: Path) -> None:
+    """Hydra writes .hydra/ before the job starts: the refusal must come before that."""
+    (tmp_path / ".hydra").mkdir()
+    (tmp_path / ".hydra" / "config.yaml").write_text("finished: true\n")
+    (tmp_path / "results.json").write_text("{}\n")
+    command = [sys.executable, str(ROOT / "src" / "main.py"), f"hydra.run.dir={tmp_path}", f"paths.cache_dir={zoo_dir}"]
+    done = subprocess.run(command, capture_output=True, text=True, timeout=120, cwd=ROOT)
+    assert done.returncode != 0 and "finished run" in done.stderr
+    assert (tmp_path / ".hydra" / "config.yaml").read_text() == "finished: true\n"
+    assert (tmp_path / "results.json").read_text() == "{}\n"

@@ -8,7 +8,7 @@ from typing import Any
 from hydra.experimental.callback import Callback
 from omegaconf import DictConfig, OmegaConf
 
-from preempt.results import refuse_finished_output_dir
+from preempt.results import FinishedRunError, refuse_finished_output_dir
 
 
 def project_root() -> str:
@@ -25,10 +25,20 @@ def register_resolvers() -> None:
 
 
 class KeepFinishedRuns(Callback):
-    """Hydra writes `.hydra/` into the run folder before the job starts: refuse a finished one before that."""
+    """Hydra writes `.hydra/` into the run folder before the job starts: refuse a finished one before that.
+
+    Hydra turns exceptions raised in callbacks into warnings, so the refusal exits the process itself.
+    """
 
     def on_run_start(self, config: DictConfig, **kwargs: Any) -> None:
-        refuse_finished_output_dir(Path(config.hydra.run.dir))
+        self.refuse(Path(config.hydra.run.dir))
 
     def on_multirun_start(self, config: DictConfig, **kwargs: Any) -> None:
-        refuse_finished_output_dir(Path(config.hydra.sweep.dir))
+        self.refuse(Path(config.hydra.sweep.dir))
+
+    @staticmethod
+    def refuse(folder: Path) -> None:
+        try:
+            refuse_finished_output_dir(folder)
+        except FinishedRunError as error:
+            raise SystemExit(f"error: {error}") from None

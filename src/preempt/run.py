@@ -11,6 +11,7 @@ from hydra.utils import instantiate
 from omegaconf import DictConfig, OmegaConf
 
 from preempt.evaluation import EvaluationDataModule, PreemptiveEvaluation
+from preempt.evaluation.rank_failures import RankFailedError, RankFailureReport
 from preempt.results import (
     RESULTS_FILE,
     TABLE_FILE,
@@ -85,11 +86,18 @@ def evaluate(cfg: DictConfig) -> dict | None:
     )
     datamodule = EvaluationDataModule(dataset, batch_size=cfg.batch_size, num_workers=cfg.num_workers)
     loggers = instantiate_loggers(cfg)
-    trainer: L.Trainer = instantiate(cfg.trainer, logger=loggers or False)
+    failures = RankFailureReport(output_dir / ".rank_failures")
+    trainer: L.Trainer = instantiate(cfg.trainer, logger=loggers or False, callbacks=[failures])
     for logger in loggers:
         logger.log_hyperparams(config)
 
-    trainer.test(module, datamodule=datamodule, verbose=False)
+    try:
+        trainer.test(module, datamodule=datamodule, verbose=False)
+    except Exception as error:
+        cause = failures.first_failure(other_than=trainer.global_rank)
+        if cause is not None:
+            raise RankFailedError(f"{cause} (this process stopped because of it; its traceback is above)") from error
+        raise
 
     if not trainer.is_global_zero:
         return None
