@@ -71,3 +71,16 @@ def test_a_finished_run_is_never_overwritten(tmp_path: Path) -> None:
     write_json_atomically({"a": 1}, tmp_path / "sweep" / "0" / "results.json")
     with pytest.raises(FinishedRunError, match=r"sweep/0/results\.json"):
         refuse_finished_output_dir(tmp_path / "sweep")
+
+
+def test_seed_spread_groups_runs_that_differ_only_in_seed(tmp_path: Path, capsys) -> None:
+    for seed, robust in [(0, 0.5), (1, 0.56), (2, 0.53)]:
+        result = build_results({**CONFIG, "seed": seed}, {"test/robust_acc": robust}, 10, 1.0, [f"seed={seed}"])
+        write_json_atomically(result, tmp_path / "seeds" / str(seed) / "results.json")
+    other = build_results({**CONFIG, "seed": 0}, {"test/robust_acc": 0.1}, 10, 1.0, ["seed=0", "defense=none"])
+    write_json_atomically(other, tmp_path / "seeds" / "none" / "results.json")
+    main([str(tmp_path / "seeds"), "--over-seeds"])
+    rows = capsys.readouterr().out.splitlines()[2:]
+    assert len(rows) == 2
+    assert "| 0,1,2 " in rows[0] and "0.530 [0.500–0.560]" in rows[0]
+    assert "0.100 [0.100–0.100]" in rows[1] and rows[1].rstrip(" |").endswith("defense=none")

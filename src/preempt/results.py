@@ -6,6 +6,7 @@ import argparse
 import importlib.metadata
 import json
 import platform
+import statistics
 import subprocess
 from collections.abc import Iterable
 from datetime import datetime, timezone
@@ -137,13 +138,43 @@ def load_results(paths: Iterable[Path]) -> list[dict]:
 
 def format_table(results: list[dict]) -> str:
     """A Markdown table, one row per run, of the metrics the papers report."""
-    header = ["defense", "attack", "n", *(title for _, title, _ in COLUMNS), "overrides"]
     rows = []
     for result in results:
         run, metrics = result["run"], result["metrics"]
-        cells = [run["defense"], run["attack"], str(run["n_samples"])]
-        cells += [fmt.format(metrics[key]) if key in metrics else "—" for key, _, fmt in COLUMNS]
-        rows.append([*cells, " ".join(run.get("overrides", []))])
+        cells = [fmt.format(metrics[key]) if key in metrics else "—" for key, _, fmt in COLUMNS]
+        rows.append([run["defense"], run["attack"], str(run["n_samples"]), *cells, " ".join(run.get("overrides", []))])
+    return _markdown(["defense", "attack", "n", *(title for _, title, _ in COLUMNS), "overrides"], rows)
+
+
+def format_seed_spread(results: list[dict]) -> str:
+    """One row per setting, over the runs that differ only in `seed`: each metric as mean [min–max].
+
+    Figures repeat exactly on one machine but float kernels differ between CPUs, so a number worth quoting
+    comes with its spread over seeds.
+    """
+    groups: dict[tuple, list[dict]] = {}
+    for result in results:
+        run = result["run"]
+        setting = tuple(item for item in run.get("overrides", []) if not item.startswith("seed="))
+        groups.setdefault((run["defense"], run["attack"], run["n_samples"], setting), []).append(result)
+    rows = []
+    for (defense, attack, n_samples, setting), runs in groups.items():
+        cells = []
+        for key, _, fmt in COLUMNS:
+            values = [run["metrics"][key] for run in runs if key in run["metrics"]]
+            if not values:
+                cells.append("—")
+                continue
+            cells.append(
+                f"{fmt.format(statistics.fmean(values))} [{fmt.format(min(values))}–{fmt.format(max(values))}]"
+            )
+        seeds = ",".join(str(run["run"].get("seed")) for run in runs)
+        rows.append([defense, attack, str(n_samples), seeds, *cells, " ".join(setting)])
+    header = ["defense", "attack", "n", "seeds", *(title for _, title, _ in COLUMNS), "overrides (but seed)"]
+    return _markdown(header, rows)
+
+
+def _markdown(header: list[str], rows: list[list[str]]) -> str:
     widths = [max(len(row[i]) for row in [header, *rows]) for i in range(len(header))]
 
     def line(cells: list[str]) -> str:
@@ -157,11 +188,15 @@ def main(argv: list[str] | None = None) -> None:
     """`python -m preempt.results DIR...`: one table over every results.json below the given folders."""
     parser = argparse.ArgumentParser(description=main.__doc__)
     parser.add_argument("folders", nargs="+", type=Path, help="run or multirun folders (searched recursively)")
+    parser.add_argument(
+        "--over-seeds", action="store_true", help="one row per setting: mean [min–max] over runs that differ in seed"
+    )
     args = parser.parse_args(argv)
     paths = sorted(path for folder in args.folders for path in folder.rglob(RESULTS_FILE))
     if not paths:
         raise SystemExit(f"no {RESULTS_FILE} under {', '.join(map(str, args.folders))}")
-    print(format_table(load_results(paths)))
+    results = load_results(paths)
+    print(format_seed_spread(results) if args.over_seeds else format_table(results))
 
 
 if __name__ == "__main__":
