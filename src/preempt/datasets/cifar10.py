@@ -2,15 +2,13 @@
 
 from __future__ import annotations
 
-import socket
 from pathlib import Path
 
 import numpy as np
 import torch
 
 from preempt.datasets.base import ImageDataset, select_slice
-
-DOWNLOAD_TIMEOUT_S = 10
+from preempt.network import reachable, socket_timeout
 
 
 class DatasetNotFoundError(FileNotFoundError):
@@ -38,14 +36,14 @@ def cifar10(data_dir: str, n_samples: int | None = 1000, offset: int = 0, downlo
 
 
 def _download(root: Path):
-    """Try torchvision's download with a socket timeout, so a dead network fails in seconds, not minutes."""
+    """Try torchvision's download after a bounded probe of its server, with a socket timeout, so a dead or stalled
+    network fails in seconds, not minutes or never."""
     from torchvision.datasets import CIFAR10
 
-    previous = socket.getdefaulttimeout()
-    socket.setdefaulttimeout(DOWNLOAD_TIMEOUT_S)
+    if not reachable(CIFAR10.url):
+        return None
     try:
-        return CIFAR10(root=str(root), train=False, download=True)
+        with socket_timeout():
+            return CIFAR10(root=str(root), train=False, download=True)
     except OSError:
         return None
-    finally:
-        socket.setdefaulttimeout(previous)

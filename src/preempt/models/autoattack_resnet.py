@@ -5,9 +5,9 @@ from __future__ import annotations
 import importlib.util
 from pathlib import Path
 
-import torch
-
+from preempt.checkpoints import load_checkpoint
 from preempt.models.pixel_classifier import PixelClassifier
+from preempt.models.spec import ModelSpec, declares_spec
 
 
 def _examples_dir() -> Path:
@@ -17,6 +17,7 @@ def _examples_dir() -> Path:
     return Path(next(iter(spec.submodule_search_locations))) / "examples"
 
 
+@declares_spec(lambda: ModelSpec(input_shape=(3, 32, 32), num_classes=10))
 def load_autoattack_resnet18() -> PixelClassifier:
     """ResNet-18 with the weights of `examples/model_test.pt`; trained on raw [0,1] pixels."""
     examples = _examples_dir()
@@ -24,5 +25,5 @@ def load_autoattack_resnet18() -> PixelClassifier:
     resnet = importlib.util.module_from_spec(spec)
     spec.loader.exec_module(resnet)
     network = resnet.ResNet18()
-    network.load_state_dict(torch.load(examples / "model_test.pt", map_location="cpu", weights_only=True))
+    network.load_state_dict(load_checkpoint(examples / "model_test.pt"))
     return PixelClassifier(network, name="autoattack_resnet18", input_shape=(3, 32, 32))

@@ -1,7 +1,8 @@
 """Small digits models the project trains itself, once, and caches under `paths.cache_dir`.
 
 The cache file is keyed by a hash of the full training config, so changing any setting trains a new model
-and a cached model is always the one its config describes. Training is deterministic given the seed.
+and a cached model is always the one its config describes. Training is deterministic given the seed. A JSON sidecar
+beside each `.pt` records the recipe and the file's sha256: a cut-short or altered cache is retrained, not loaded.
 """
 
 from __future__ import annotations
@@ -10,15 +11,19 @@ import hashlib
 import json
 import logging
 from pathlib import Path
+from typing import Literal
 
 import torch
 import torch.nn.functional as F
 from torch import nn
 
 from preempt.attacks.pgd import PGD
+from preempt.checkpoints import CheckpointError, load_checkpoint
+from preempt.constraints import AtLeastOne, NonNegative, Positive
 from preempt.datasets.digits import digits_split
 from preempt.files import replace_atomically
 from preempt.models.pixel_classifier import PixelClassifier
+from preempt.models.spec import ModelSpec, declares_spec
 
 log = logging.getLogger(__name__)
 
@@ -67,18 +72,24 @@ def _mlp(image_size: int) -> nn.Module:
 
 
 ARCHITECTURES = {"cnn": _cnn, "lenet": _lenet, "mlp": _mlp}
+NUM_CLASSES = 10
 
 
+def _spec(image_size: int = 16, **settings) -> ModelSpec:
+    return ModelSpec(input_shape=(1, image_size, image_size), num_classes=NUM_CLASSES)
+
+
+@declares_spec(_spec)
 def digits_model(
-    architecture: str,
+    architecture: Literal["cnn", "lenet", "mlp"],
     cache_dir: str,
-    image_size: int = 16,
-    epochs: int = 20,
-    lr: float = 1e-3,
-    batch_size: int = 64,
-    seed: int = 0,
-    adversarial_eps: float | None = None,
-    adversarial_steps: int = 7,
+    image_size: AtLeastOne = 16,
+    epochs: AtLeastOne = 20,
+    lr: Positive = 1e-3,
+    batch_size: AtLeastOne = 64,
+    seed: NonNegative = 0,
+    adversarial_eps: Positive | None = None,
+    adversarial_steps: AtLeastOne = 7,
 ) -> PixelClassifier:
     """A digits classifier; standard training, or PGD adversarial training when `adversarial_eps` is set."""
     if architecture not in ARCHITECTURES:
@@ -109,13 +120,54 @@ def digits_model(
         std=(DIGITS_STD,),
         frozen=False,
     )
-    if path.is_file():
-        model.load_state_dict(torch.load(path, map_location="cpu", weights_only=True))
-    else:
-        log.info("training %s (first use; cached at %s)", name, path)
+    if not _load_cached(model, path, recipe):
+        log.info("training %s (cached at %s)", name, path)
         _train(model, recipe)
-        replace_atomically(path, lambda tmp: torch.save(model.state_dict(), tmp))
+        _save(model, path, recipe)
     return model.freeze()
+
+
+def _sidecar(path: Path) -> Path:
+    return path.with_suffix(".json")
+
+
+def _sha256(path: Path) -> str:
+    return hashlib.sha256(path.read_bytes()).hexdigest()  # zoo models are a few MB
+
+
+def _save(model: PixelClassifier, path: Path, recipe: dict) -> None:
+    """Weights first, then the sidecar with their checksum: a crash in between leaves a cache that fails the check."""
+    replace_atomically(path, lambda tmp: torch.save(model.state_dict(), tmp))
+    sidecar = json.dumps({"recipe": recipe, "sha256": _sha256(path)}, indent=2, sort_keys=True)
+    replace_atomically(_sidecar(path), lambda tmp: tmp.write_text(sidecar))
+
+
+def _load_cached(model: PixelClassifier, path: Path, recipe: dict) -> bool:
+    """Load the cached weights if they are intact; a truncated or altered cache is retrained, not fatal."""
+    if not path.exists():
+        return False
+    try:
+        state = load_checkpoint(path)
+        _verify(path, recipe)
+        model.load_state_dict(state, strict=True)
+    except RuntimeError as error:  # CheckpointError, or load_state_dict's key or shape mismatch
+        log.warning("cached digits model %s is unusable, retraining it: %s", path, error)
+        return False
+    return True
+
+
+def _verify(path: Path, recipe: dict) -> None:
+    """Raise CheckpointError unless the sidecar records this recipe and the file's current sha256."""
+    sidecar = _sidecar(path)
+    try:
+        saved = json.loads(sidecar.read_text())
+    except (OSError, ValueError) as error:
+        raise CheckpointError(f"its sidecar {sidecar} is missing or unreadable ({error})") from error
+    if saved == {"recipe": recipe, "sha256": _sha256(path)}:
+        return
+    if isinstance(saved, dict) and saved.get("recipe") == recipe:
+        raise CheckpointError(f"its sha256 differs from the one in {sidecar}: the file is cut short or altered")
+    raise CheckpointError(f"its sidecar {sidecar} does not record this training recipe")
 
 
 def _train(model: PixelClassifier, recipe: dict) -> None:

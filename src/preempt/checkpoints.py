@@ -1,0 +1,102 @@
+"""The one way the project reads weight files: tensors only, and a message naming the file and the fix on failure.
+
+A bad checkpoint otherwise surfaces as `EOFError()`, a miniz error or an unpickling error that names no file, and a
+checkpoint holding pickled Python objects would run arbitrary code when loaded.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import os
+import pickle
+import re
+import zipfile
+from collections.abc import Iterator
+from pathlib import Path
+
+import torch
+
+FORCE_WEIGHTS_ONLY = "TORCH_FORCE_WEIGHTS_ONLY_LOAD"
+FORCE_NO_WEIGHTS_ONLY = "TORCH_FORCE_NO_WEIGHTS_ONLY_LOAD"
+
+
+class CheckpointError(RuntimeError):
+    """A weight file is missing, unreadable or unsafe; a RuntimeError like torch's own load failures."""
+
+
+def check_file(path: Path) -> None:
+    """Catch, without reading tensor data, the files torch would fail on with a cryptic message."""
+    if not path.is_file():
+        raise CheckpointError(f"checkpoint {path} does not exist. Put the weight file there.")
+    if path.stat().st_size == 0:
+        raise CheckpointError(
+            f"checkpoint {path} is empty (0 bytes): an interrupted download or write. Delete it and download or "
+            f"copy the checkpoint again."
+        )
+    with path.open("rb") as file:
+        head = file.read(512)
+    if head.decode("utf-8", "ignore").lstrip("\ufeff \t\r\n").lower().startswith(("<!doctype html", "<html")):
+        raise CheckpointError(
+            f"checkpoint {path} is a web page, not weights: probably Google Drive's virus-scan or quota page saved "
+            f"in place of the file. Download the checkpoint again by hand (in a browser) and place it at {path}."
+        )
+    if head.startswith(b"PK\x03\x04") and not zipfile.is_zipfile(path):
+        raise _corrupt(path, "the zip archive has no central directory, so the file is cut short")
+
+
+def load_checkpoint(path: str | Path) -> object:
+    """`torch.load` on the CPU with `weights_only=True`, after `check_file`; every failure names `path`."""
+    path = Path(path)
+    check_file(path)
+    try:
+        return torch.load(path, map_location="cpu", weights_only=True)
+    except pickle.UnpicklingError as error:
+        raise unpickling_error(path, error) from error
+    except Exception as error:
+        raise _corrupt(path, f"torch could not read it: {type(error).__name__}: {_first_line(error)}") from error
+
+
+def unpickling_error(path: Path, error: pickle.UnpicklingError) -> CheckpointError:
+    """Explain torch's weights-only refusal of pickled code; other unpickling errors mean a damaged file."""
+    found = re.search(r"GLOBAL (\S+)", str(error))
+    if found is None:
+        return _corrupt(path, f"torch could not unpickle it: {_first_line(error)}")
+    converted = path.with_name(f"{path.stem}.tensors{path.suffix}")
+    return CheckpointError(
+        f"checkpoint {path} holds pickled Python objects (first: {found.group(1)}) that would run code when "
+        f"loaded; the toolbox loads tensors only and refuses it. If you trust the file, convert it once, outside "
+        f"the toolbox, to a plain state_dict: python -c \"import torch; torch.save(torch.load('{path}', "
+        f"weights_only=False)['state_dict'], '{converted}')\" (use the key that holds the tensors, or "
+        f".state_dict() for a pickled model), then move {converted} to {path}."
+    )
+
+
+@contextlib.contextmanager
+def tensors_only_loads() -> Iterator[None]:
+    """Make every `torch.load` inside the block weights-only, including third-party calls that pass
+    `weights_only=False` (torch.hub) or none at all (robustbench)."""
+    saved = {name: os.environ.get(name) for name in (FORCE_WEIGHTS_ONLY, FORCE_NO_WEIGHTS_ONLY)}
+    os.environ[FORCE_WEIGHTS_ONLY] = "1"
+    os.environ.pop(FORCE_NO_WEIGHTS_ONLY, None)
+    try:
+        yield
+    finally:
+        for name, value in saved.items():
+            if value is None:
+                os.environ.pop(name, None)
+            else:
+                os.environ[name] = value
+
+
+def _corrupt(path: Path, what: str) -> CheckpointError:
+    return CheckpointError(
+        f"checkpoint {path} is truncated or corrupt ({what}), as after an interrupted download or write. Delete it "
+        f"and download or copy the checkpoint again."
+    )
+
+
+def _first_line(error: BaseException) -> str:
+    """The informative line of torch's message; weights-only errors put it after a paragraph of advice."""
+    text = str(error).split("WeightsUnpickler error:")[-1]
+    lines = [line.strip() for line in text.splitlines() if line.strip()]
+    return lines[0] if lines else "no message"

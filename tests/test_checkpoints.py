@@ -1,0 +1,98 @@
+import os
+import re
+from pathlib import Path
+
+import pytest
+import torch
+
+from preempt.checkpoints import CheckpointError, load_checkpoint, tensors_only_loads
+
+UNPICKLED = []
+
+
+class Payload:
+    """Stands for any pickled object: unpickling it runs this module's code."""
+
+    def __setstate__(self, state: dict) -> None:
+        UNPICKLED.append(self)
+        self.__dict__.update(state)
+
+
+def _weights() -> dict[str, torch.Tensor]:
+    return {"w": torch.arange(1000.0).view(10, 100), "b": torch.ones(10)}
+
+
+def _error(path: Path) -> str:
+    with pytest.raises(CheckpointError) as info:
+        load_checkpoint(path)
+    message = str(info.value)
+    assert str(path) in message
+    assert "TORCH_FORCE_NO_WEIGHTS_ONLY_LOAD" not in message
+    return message
+
+
+def test_a_state_dict_loads_on_the_cpu(tmp_path: Path) -> None:
+    torch.save(_weights(), tmp_path / "ok.pt")
+    loaded = load_checkpoint(tmp_path / "ok.pt")
+    assert loaded.keys() == _weights().keys()
+    assert all(torch.equal(loaded[k], v) for k, v in _weights().items())
+
+
+def test_missing_file_is_named(tmp_path: Path) -> None:
+    assert "does not exist" in _error(tmp_path / "absent.pt")
+
+
+def test_empty_file_is_an_interrupted_write(tmp_path: Path) -> None:
+    (tmp_path / "empty.pt").write_bytes(b"")
+    assert re.search(
+        r"empty \(0 bytes\).*interrupted.*download or copy the checkpoint again", _error(tmp_path / "empty.pt")
+    )
+
+
+@pytest.mark.parametrize("page", ["<!DOCTYPE html><html><body>Virus scan warning</body></html>", "<html lang=en>"])
+@pytest.mark.parametrize("prefix", ["", "\ufeff \n\t"])
+def test_html_page_is_reported_as_a_web_page(tmp_path: Path, page: str, prefix: str) -> None:
+    path = tmp_path / "model.pt"
+    path.write_text(prefix + page, encoding="utf-8")
+    message = _error(path)
+    assert "web page" in message and "Google Drive" in message
+    assert re.search(r"again by hand .* place it at " + re.escape(str(path)), message)
+
+
+@pytest.mark.parametrize("zip_format", [True, False], ids=["zip", "legacy"])
+@pytest.mark.parametrize("keep", [0.5, 0.99])
+def test_truncated_file_is_reported_as_truncated(tmp_path: Path, zip_format: bool, keep: float) -> None:
+    whole = tmp_path / "whole.pt"
+    torch.save(_weights(), whole, _use_new_zipfile_serialization=zip_format)
+    data = whole.read_bytes()
+    cut = tmp_path / "cut.pt"
+    cut.write_bytes(data[: int(len(data) * keep)])
+    assert re.search(r"truncated or corrupt .* download or copy the checkpoint again", _error(cut))
+
+
+@pytest.mark.parametrize(
+    "content", [Payload(), {"state_dict": _weights(), "config": Payload()}], ids=["object", "dict"]
+)
+def test_pickled_code_is_refused_with_the_conversion(tmp_path: Path, content: object) -> None:
+    path = tmp_path / "pickled.pt"
+    torch.save(content, path)
+    UNPICKLED.clear()
+    message = _error(path)
+    assert not UNPICKLED, "the checkpoint's objects were unpickled"
+    assert "pickled Python objects" in message and "run code" in message and "tensors only" in message
+    assert f"{Payload.__module__}.Payload" in message
+    assert f"torch.load('{path}', weights_only=False)['state_dict']" in message
+
+
+def test_tensors_only_loads_overrides_weights_only_false_and_restores_the_environment(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setenv("TORCH_FORCE_NO_WEIGHTS_ONLY_LOAD", "1")
+    monkeypatch.delenv("TORCH_FORCE_WEIGHTS_ONLY_LOAD", raising=False)
+    torch.save(Payload(), tmp_path / "pickled.pt")
+    UNPICKLED.clear()
+    with tensors_only_loads(), pytest.raises(Exception, match="GLOBAL"):
+        torch.load(tmp_path / "pickled.pt", weights_only=False)
+    assert not UNPICKLED
+    assert os.environ["TORCH_FORCE_NO_WEIGHTS_ONLY_LOAD"] == "1"
+    assert "TORCH_FORCE_WEIGHTS_ONLY_LOAD" not in os.environ
