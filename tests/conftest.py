@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import sys
 from collections.abc import Callable
 from pathlib import Path
 
@@ -81,6 +82,18 @@ def resnet18() -> torch.nn.Module:
     from preempt.models.autoattack_resnet import load_autoattack_resnet18
 
     return load_autoattack_resnet18()
+
+
+def main_command(output_dir: Path, zoo_dir: Path, *overrides: str) -> list[str]:
+    """`src/main.py` as a user runs it, writing into `output_dir` and sharing the session's digits zoo."""
+    return [
+        sys.executable,
+        str(ROOT / "src" / "main.py"),
+        f"hydra.run.dir={output_dir}",
+        f"paths.cache_dir={zoo_dir}",
+        "trainer.enable_progress_bar=false",
+        *overrides,
+    ]
 
 
 def accuracy(model: torch.nn.Module, x: torch.Tensor, y: torch.Tensor) -> float:

@@ -8,7 +8,7 @@ import sys
 from pathlib import Path
 
 import pytest
-from conftest import ROOT
+from conftest import ROOT, main_command
 
 from preempt.files import replace_atomically
 
@@ -55,14 +55,7 @@ def test_written_files_get_the_usual_permissions(tmp_path: Path) -> None:
 
 @pytest.mark.slow
 def test_main_exits_cleanly_on_sigterm(tmp_path: Path, zoo_dir: Path, digits_models) -> None:
-    command = [
-        sys.executable,
-        str(ROOT / "src" / "main.py"),
-        f"hydra.run.dir={tmp_path / 'run'}",
-        f"paths.cache_dir={zoo_dir}",
-        "logger=none",
-        "trainer.enable_progress_bar=false",
-    ]
+    command = main_command(tmp_path / "run", zoo_dir, "logger=none")
     main = subprocess.Popen(command, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, cwd=ROOT)
     for line in main.stdout:
         if "GPU available" in line:  # the trainer exists: the test loop is about to start

@@ -7,20 +7,13 @@ import sys
 from pathlib import Path
 
 import pytest
-from conftest import ROOT
+from conftest import ROOT, main_command
 
 pytestmark = pytest.mark.slow
 
 
 def run_main(output_dir: Path, zoo_dir: Path, *overrides: str) -> tuple[dict, str]:
-    command = [
-        sys.executable,
-        str(ROOT / "src" / "main.py"),
-        f"hydra.run.dir={output_dir}",
-        f"paths.cache_dir={zoo_dir}",
-        "trainer.enable_progress_bar=false",
-        *overrides,
-    ]
+    command = main_command(output_dir, zoo_dir, *overrides)
     done = subprocess.run(command, capture_output=True, text=True, timeout=900, cwd=ROOT)
     assert done.returncode == 0, done.stdout[-3000:] + done.stderr[-3000:]
     return json.loads((output_dir / "results.json").read_text()), done.stdout
@@ -70,11 +63,14 @@ def test_two_process_ddp_equals_one_process(tmp_path: Path, zoo_dir: Path, digit
             assert ddp["metrics"][key] == pytest.approx(value, rel=1e-5), key
 
 
-def test_bad_override_fails_with_the_fix(tmp_path: Path, zoo_dir: Path) -> None:
-    command = [sys.executable, str(ROOT / "src" / "main.py"), f"hydra.run.dir={tmp_path}", "threat.eps=8"]
+def test_bad_override_fails_with_the_fix(tmp_path: Path) -> None:
+    """An empty model cache: the refusal must come before the zoo is trained, as one line without a traceback."""
+    command = main_command(tmp_path / "run", tmp_path / "empty_cache", "threat.eps=8")
     done = subprocess.run(command, capture_output=True, text=True, timeout=300, cwd=ROOT, check=False)
     assert done.returncode != 0
-    assert "8/255" in done.stderr + done.stdout
+    assert done.stderr.strip().splitlines()[-1].startswith("error: threat: Linf eps=8 is larger")
+    assert "8/255" in done.stderr and "Traceback" not in done.stderr
+    assert not (tmp_path / "empty_cache").exists()
 
 
 def test_ablation_sweep_script_runs_every_job_and_tables_them(tmp_path: Path, zoo_dir: Path, digits_models) -> None:
@@ -92,11 +88,9 @@ def test_ablation_sweep_script_runs_every_job_and_tables_them(tmp_path: Path, zo
 
 def test_a_failing_ddp_rank_ends_the_run_with_its_error(tmp_path: Path, zoo_dir: Path, digits_models) -> None:
     """Rank 1 raises mid-loop: the run must stop (no hang) and say last what failed, not gloo's 'closed by peer'."""
-    command = [
-        sys.executable,
-        str(ROOT / "src" / "main.py"),
-        f"hydra.run.dir={tmp_path}",
-        f"paths.cache_dir={zoo_dir}",
+    command = main_command(
+        tmp_path,
+        zoo_dir,
         "trainer=ddp",
         "trainer.accelerator=cpu",
         "attack=none",
@@ -104,8 +98,7 @@ def test_a_failing_ddp_rank_ends_the_run_with_its_error(tmp_path: Path, zoo_dir:
         "dataset.n_samples=16",
         "batch_size=4",
         "logger=none",
-        "trainer.enable_progress_bar=false",
-    ]
+    )
     env = {**os.environ, "PYTHONPATH": str(ROOT / "tests" / "helpers")}
     done = subprocess.run(command, capture_output=True, text=True, timeout=300, cwd=ROOT, env=env)
     assert done.returncode != 0
@@ -119,8 +112,7 @@ def test_a_finished_run_folder_is_left_untouched(tmp_path: Path, zoo_dir: Path) 
     (tmp_path / ".hydra").mkdir()
     (tmp_path / ".hydra" / "config.yaml").write_text("finished: true\n")
     (tmp_path / "results.json").write_text("{}\n")
-    command = [sys.executable, str(ROOT / "src" / "main.py"), f"hydra.run.dir={tmp_path}", f"paths.cache_dir={zoo_dir}"]
-    done = subprocess.run(command, capture_output=True, text=True, timeout=120, cwd=ROOT)
+    done = subprocess.run(main_command(tmp_path, zoo_dir), capture_output=True, text=True, timeout=120, cwd=ROOT)
     assert done.returncode != 0 and "finished run" in done.stderr
     assert (tmp_path / ".hydra" / "config.yaml").read_text() == "finished: true\n"
     assert (tmp_path / "results.json").read_text() == "{}\n"

@@ -19,8 +19,8 @@ def validate_budget(eps: float, norm: str) -> None:
         raise ValueError(f"eps={eps} must be positive; for no perturbation use defense=none / attack=none.")
     if norm == "Linf" and eps > 1:
         raise ValueError(
-            f"Linf eps={eps} is larger than the whole [0,1] pixel range. Pixels are in [0,1]: write "
-            f"8/255 as ${{div:8,255}} in a config or 0.0313725 on the command line."
+            f"Linf eps={eps} is larger than the whole [0,1] pixel range. Pixels are in [0,1]: write 8/255 "
+            f"as threat.eps=8/255 on the command line or ${{div:8,255}} in a config."
         )
 
 
