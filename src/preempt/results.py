@@ -168,7 +168,7 @@ def format_seed_spread(results: list[dict]) -> str:
             cells.append(
                 f"{fmt.format(statistics.fmean(values))} [{fmt.format(min(values))}–{fmt.format(max(values))}]"
             )
-        seeds = ",".join(str(run["run"].get("seed")) for run in runs)
+        seeds = ",".join(str(seed) for seed in sorted(run["run"].get("seed") for run in runs))
         rows.append([defense, attack, str(n_samples), seeds, *cells, " ".join(setting)])
     header = ["defense", "attack", "n", "seeds", *(title for _, title, _ in COLUMNS), "overrides (but seed)"]
     return _markdown(header, rows)
