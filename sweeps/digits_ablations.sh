@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
 # Fast Preemption ablations on the offline digits job as Hydra multiruns (one results.json per job), in the
 # spirit of the paper's Table VIII (N averaged FGSM starts) and Figure 9 (forward vs backward steps).
-# PGD keeps each job to seconds on a CPU; pass attack=autoattack for the paper's attack.
+# PGD keeps each job to seconds on a CPU; pass attack=autoattack for the paper's attack, seed=0,1,2 for the spread
+# (then: python -m preempt.results outputs/ablation_n_samples outputs/ablation_fore_back --over-seeds).
 #   bash sweeps/digits_ablations.sh [extra overrides]      (LOG_DIR=... to write elsewhere than outputs/)
 set -euo pipefail
 cd "$(dirname "$0")/.."

@@ -192,12 +192,14 @@ def test_paper_experiments_carry_table_iii_settings(compose_config) -> None:
 
 
 def test_models_that_cannot_take_the_dataset_fail_before_any_work(compose_config) -> None:
-    from preempt.models import ImageShapeMismatchError
-    from preempt.run import check_models_fit_dataset, instantiate_models
+    """Declared input shapes are checked against the loaded dataset before a model is built or trained."""
+    from omegaconf import OmegaConf
+
+    from preempt.validation import ConfigError, check_parts_fit_dataset
 
     cfg = compose_config("dataset=cifar10_samples", "victim=autoattack_resnet18", "dataset.n_samples=2")
-    with pytest.raises(ImageShapeMismatchError, match=r"digits_cnn_std expects images of shape 1×16×16"):
-        check_models_fit_dataset(instantiate_models(cfg), instantiate(cfg.dataset))
+    with pytest.raises(ConfigError, match=r"classifier digits_model takes 1×16×16 images .* gives 3×32×32"):
+        check_parts_fit_dataset(OmegaConf.to_container(cfg, resolve=True), instantiate(cfg.dataset))
 
 
 def test_cifar10_resnet18_experiment_instantiates_every_part(compose_config) -> None:

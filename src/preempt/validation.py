@@ -34,6 +34,7 @@ PART_GROUPS = ("dataset", *MODEL_ROLES, "defense", "attack", "trainer")
 # The model the test loop passes to each partial part when it binds it (PreemptiveEvaluation.__init__).
 BOUND_AT_TEST_START = {"defense": "backbone", "attack": "model"}
 HYDRA_KEYS = {"_target_", "_partial_", "_recursive_", "_convert_", "_args_"}
+_VARIADIC = (inspect.Parameter.VAR_POSITIONAL, inspect.Parameter.VAR_KEYWORD)
 
 
 class ConfigError(ValueError):
@@ -158,9 +159,6 @@ def check_part(cfg: DictConfig, container: dict, group: str, prefix: str = "") -
         if not prefix and isinstance(settings[name], int | float | str) and settings[name] != value:
             _write_back(cfg, f"{key}.{name}", settings[name])
     return target, settings
-
-
-_VARIADIC = (inspect.Parameter.VAR_POSITIONAL, inspect.Parameter.VAR_KEYWORD)
 
 
 def _parameters(target: Callable) -> dict[str, inspect.Parameter]:
