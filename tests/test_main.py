@@ -116,3 +116,18 @@ def test_a_finished_run_folder_is_left_untouched(tmp_path: Path, zoo_dir: Path) 
     assert done.returncode != 0 and "finished run" in done.stderr
     assert (tmp_path / ".hydra" / "config.yaml").read_text() == "finished: true\n"
     assert (tmp_path / "results.json").read_text() == "{}\n"
+
+
+def test_a_refusal_names_the_option_the_user_picked(tmp_path: Path) -> None:
+    done = subprocess.run(
+        main_command(tmp_path / "run", tmp_path / "cache", "dataset=cifar10_samples", "victim=digits_mlp"),
+        capture_output=True,
+        text=True,
+        timeout=120,
+        cwd=ROOT,
+    )
+    assert done.returncode != 0
+    assert "error: classifier digits_cnn takes 1×16×16 images (C×H×W) but dataset cifar10_samples gives 3×32×32" in (
+        done.stderr
+    )
+    assert not (tmp_path / "cache").exists()  # refused before the zoo was trained

@@ -275,13 +275,22 @@ def declared_spec(container: dict, role: str) -> ModelSpec | None:
     return spec_of(get_object(node["_target_"]), settings)
 
 
+def option_name(container: dict, role: str) -> str:
+    """What the user picked for `role` (`victim=digits_lenet_at`), so a message points at a config file."""
+    from hydra.core.hydra_config import HydraConfig
+
+    if HydraConfig.initialized() and (choice := HydraConfig.get().runtime.choices.get(role)):
+        return choice
+    return container[role].get("name") or container[role]["_target_"].rsplit(".", 1)[-1]
+
+
 def check_parts_fit_dataset(container: dict, dataset: ImageDataset) -> None:
     """Models' declared input shapes and class counts, and the budget, against the loaded dataset."""
     for role in MODEL_ROLES:
         spec = declared_spec(container, role)
         if spec is None:
             continue
-        name = container[role].get("name") or container[role]["_target_"].rsplit(".", 1)[-1]
+        name = option_name(container, role)
         if spec.input_shape is not None and tuple(spec.input_shape) != dataset.image_shape:
             raise ConfigError(_shape_message(role, name, spec.input_shape, dataset))
         if spec.num_classes is not None and spec.num_classes != dataset.num_classes:
