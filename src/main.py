@@ -7,7 +7,9 @@ from omegaconf import DictConfig
 from preempt.config import register_resolvers
 from preempt.evaluation.rank_failures import RankFailedError
 from preempt.files import exit_cleanly_on_sigterm
+from preempt.results import FinishedRunError
 from preempt.run import evaluate
+from preempt.validation import ConfigError
 
 register_resolvers()
 
@@ -22,7 +24,7 @@ def main(cfg: DictConfig) -> None:
         if isinstance(error.__cause__, ValueError | OSError):
             raise SystemExit(f"error: {error.__cause__}") from None
         raise
-    except (ValueError, FileExistsError, RankFailedError) as error:
+    except (ConfigError, FinishedRunError, RankFailedError) as error:  # refusals; any other error keeps its traceback
         raise SystemExit(f"error: {error}") from None
 
 

@@ -17,7 +17,10 @@ def _examples_dir() -> Path:
     return Path(next(iter(spec.submodule_search_locations))) / "examples"
 
 
-@declares_spec(lambda: ModelSpec(input_shape=(3, 32, 32), num_classes=10))
+SPEC = ModelSpec(input_shape=(3, 32, 32), num_classes=10)
+
+
+@declares_spec(lambda: SPEC)
 def load_autoattack_resnet18() -> PixelClassifier:
     """ResNet-18 with the weights of `examples/model_test.pt`; trained on raw [0,1] pixels."""
     examples = _examples_dir()
@@ -26,4 +29,4 @@ def load_autoattack_resnet18() -> PixelClassifier:
     spec.loader.exec_module(resnet)
     network = resnet.ResNet18()
     network.load_state_dict(load_checkpoint(examples / "model_test.pt"))
-    return PixelClassifier(network, name="autoattack_resnet18", input_shape=(3, 32, 32))
+    return PixelClassifier(network, name="autoattack_resnet18", input_shape=SPEC.input_shape)

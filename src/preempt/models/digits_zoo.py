@@ -29,6 +29,7 @@ log = logging.getLogger(__name__)
 
 # Bump when the training code changes, so stale cached weights are not reused.
 TRAINING_CODE_VERSION = 1
+NUM_CLASSES = 10
 # Statistics of the 16×16 digits train split, used for the in-model normalization.
 DIGITS_MEAN, DIGITS_STD = 0.305, 0.319
 
@@ -45,7 +46,7 @@ def _cnn(image_size: int) -> nn.Module:
         nn.Flatten(),
         nn.Linear(64 * (image_size // 4) ** 2, 128),
         nn.ReLU(),
-        nn.Linear(128, 10),
+        nn.Linear(128, NUM_CLASSES),
     )
 
 
@@ -61,18 +62,22 @@ def _lenet(image_size: int) -> nn.Module:
         nn.Flatten(),
         nn.Linear(50 * (image_size // 4) ** 2, 200),
         nn.ReLU(),
-        nn.Linear(200, 10),
+        nn.Linear(200, NUM_CLASSES),
     )
 
 
 def _mlp(image_size: int) -> nn.Module:
     return nn.Sequential(
-        nn.Flatten(), nn.Linear(image_size**2, 256), nn.ReLU(), nn.Linear(256, 256), nn.ReLU(), nn.Linear(256, 10)
+        nn.Flatten(),
+        nn.Linear(image_size**2, 256),
+        nn.ReLU(),
+        nn.Linear(256, 256),
+        nn.ReLU(),
+        nn.Linear(256, NUM_CLASSES),
     )
 
 
 ARCHITECTURES = {"cnn": _cnn, "lenet": _lenet, "mlp": _mlp}
-NUM_CLASSES = 10
 
 
 def _spec(image_size: int = 16, **settings) -> ModelSpec:
@@ -115,7 +120,7 @@ def digits_model(
     model = PixelClassifier(
         ARCHITECTURES[architecture](image_size),
         name=name,
-        input_shape=(1, image_size, image_size),
+        input_shape=_spec(image_size).input_shape,
         mean=(DIGITS_MEAN,),
         std=(DIGITS_STD,),
         frozen=False,
