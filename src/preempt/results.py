@@ -28,6 +28,8 @@ COLUMNS = (
     ("test/protected_clean_acc_float", "protected clean acc (float)", "{:.3f}"),
     ("test/robust_acc_float", "robust acc (float)", "{:.3f}"),
     ("test/ssim", "SSIM", "{:.3f}"),
+    ("test/receiver_variance_l2", "receiver variance L2", "{:.3f}"),
+    ("test/receiver_variance_ssim", "receiver variance SSIM", "{:.3f}"),
     ("test/linf", "max Linf", "{:.4f}"),
     ("test/defense_seconds_per_image", "defense s/img", "{:.4f}"),
 )
@@ -107,7 +109,9 @@ def build_results(
             "overrides": list(overrides),
             "dataset": config["dataset"]["_target_"].rsplit(".", 1)[-1],
             "defense": config["defense"]["_target_"].rsplit(".", 1)[-1],
+            "receiver_defense": config["receiver_defense"]["_target_"].rsplit(".", 1)[-1],
             "attack": config["attack"]["_target_"].rsplit(".", 1)[-1],
+            "oblivious": bool(config["threat"].get("oblivious", False)),
             "n_samples": n_samples,
             "seed": config.get("seed"),
             "wall_seconds": round(wall_seconds, 2),
@@ -136,14 +140,24 @@ def load_results(paths: Iterable[Path]) -> list[dict]:
     return [json.loads(Path(path).read_text()) for path in paths]
 
 
+def run_parts(run: dict) -> tuple[str, str, str]:
+    """Sender-side defense, receiver-side defense and attack of a run (results.json files from before the
+    receiver side existed had none there)."""
+    attack = run["attack"] + (" (oblivious)" if run.get("oblivious") else "")
+    return run["defense"], run.get("receiver_defense", "Identity"), attack
+
+
+PART_HEADER = ["defense", "receiver defense", "attack"]
+
+
 def format_table(results: list[dict]) -> str:
     """A Markdown table, one row per run, of the metrics the papers report."""
     rows = []
     for result in results:
         run, metrics = result["run"], result["metrics"]
         cells = [fmt.format(metrics[key]) if key in metrics else "—" for key, _, fmt in COLUMNS]
-        rows.append([run["defense"], run["attack"], str(run["n_samples"]), *cells, " ".join(run.get("overrides", []))])
-    return _markdown(["defense", "attack", "n", *(title for _, title, _ in COLUMNS), "overrides"], rows)
+        rows.append([*run_parts(run), str(run["n_samples"]), *cells, " ".join(run.get("overrides", []))])
+    return _markdown([*PART_HEADER, "n", *(title for _, title, _ in COLUMNS), "overrides"], rows)
 
 
 def format_seed_spread(results: list[dict]) -> str:
@@ -156,9 +170,9 @@ def format_seed_spread(results: list[dict]) -> str:
     for result in results:
         run = result["run"]
         setting = tuple(item for item in run.get("overrides", []) if not item.startswith("seed="))
-        groups.setdefault((run["defense"], run["attack"], run["n_samples"], setting), []).append(result)
+        groups.setdefault((*run_parts(run), run["n_samples"], setting), []).append(result)
     rows = []
-    for (defense, attack, n_samples, setting), runs in groups.items():
+    for (defense, receiver_defense, attack, n_samples, setting), runs in groups.items():
         cells = []
         for key, _, fmt in COLUMNS:
             values = [run["metrics"][key] for run in runs if key in run["metrics"]]
@@ -169,8 +183,8 @@ def format_seed_spread(results: list[dict]) -> str:
                 f"{fmt.format(statistics.fmean(values))} [{fmt.format(min(values))}–{fmt.format(max(values))}]"
             )
         seeds = ",".join(str(seed) for seed in sorted(run["run"].get("seed") for run in runs))
-        rows.append([defense, attack, str(n_samples), seeds, *cells, " ".join(setting)])
-    header = ["defense", "attack", "n", "seeds", *(title for _, title, _ in COLUMNS), "overrides (but seed)"]
+        rows.append([defense, receiver_defense, attack, str(n_samples), seeds, *cells, " ".join(setting)])
+    header = [*PART_HEADER, "n", "seeds", *(title for _, title, _ in COLUMNS), "overrides (but seed)"]
     return _markdown(header, rows)
 
 

@@ -2,11 +2,14 @@
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import time
+from collections.abc import Iterator
 from pathlib import Path
 
 import lightning as L
+from hydra.errors import InstantiationException
 from hydra.utils import instantiate
 from omegaconf import DictConfig, OmegaConf
 
@@ -15,6 +18,7 @@ from preempt.evaluation.rank_failures import RankFailedError, RankFailureReport
 from preempt.results import (
     RESULTS_FILE,
     TABLE_FILE,
+    FinishedRunError,
     build_results,
     format_table,
     load_results,
@@ -24,6 +28,7 @@ from preempt.results import (
 )
 from preempt.validation import (
     MODEL_ROLES,
+    ConfigError,
     check_every_process_gets_a_batch,
     check_models_fit_dataset,
     check_parts_fit_dataset,
@@ -32,6 +37,21 @@ from preempt.validation import (
 )
 
 log = logging.getLogger(__name__)
+
+
+@contextlib.contextmanager
+def one_line_refusals() -> Iterator[None]:
+    """A refusal (bad config, finished run folder, a failed DDP rank, a loader naming a missing file) ends the
+    command with one `error:` line; any other error keeps its traceback."""
+    try:
+        yield
+    except InstantiationException as error:
+        # Our loaders' errors name the file or key and the fix; Hydra's wrapper and traceback only hide that.
+        if isinstance(error.__cause__, ValueError | OSError):
+            raise SystemExit(f"error: {error.__cause__}") from None
+        raise
+    except (ConfigError, FinishedRunError, RankFailedError) as error:
+        raise SystemExit(f"error: {error}") from None
 
 
 def instantiate_models(cfg: DictConfig) -> dict:
@@ -83,6 +103,8 @@ def evaluate(cfg: DictConfig) -> dict | None:
         num_classes=dataset.num_classes,
         seed=cfg.seed,
         transmit_8bit=cfg.transmit_8bit,
+        receiver_defense=instantiate(cfg.receiver_defense),
+        oblivious=cfg.threat.oblivious,
     )
     datamodule = EvaluationDataModule(dataset, batch_size=cfg.batch_size, num_workers=cfg.num_workers)
     loggers = instantiate_loggers(cfg)

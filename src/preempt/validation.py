@@ -27,12 +27,17 @@ from preempt.constraints import ARBITRARY_TYPES, AtLeastOne, Eps, NonNegative, N
 from preempt.datasets.base import ImageDataset
 from preempt.models.ground_truth import GroundTruth
 from preempt.models.spec import ModelSpec, spec_of
+from preempt.receiver_defenses.base import Identity, InputTransform, bpda_hint
 from preempt.threat import validate_budget
 
 MODEL_ROLES = ("classifier", "backbone", "victim")
-PART_GROUPS = ("dataset", *MODEL_ROLES, "defense", "attack", "trainer")
-# The model the test loop passes to each partial part when it binds it (PreemptiveEvaluation.__init__).
+PART_GROUPS = ("dataset", *MODEL_ROLES, "defense", "receiver_defense", "attack", "trainer")
+# The model the test loop passes to each partial part when it binds it (PreemptiveEvaluation.__init__). An
+# attack must take it; a defense takes it only if it needs one (input transforms are model-free).
 BOUND_AT_TEST_START = {"defense": "backbone", "attack": "model"}
+REQUIRED_BINDINGS = {"attack"}
+# Parts built once without their model during validation, so their own cross-setting checks run first.
+DRY_BUILT = ("defense", "receiver_defense", "attack")
 HYDRA_KEYS = {"_target_", "_partial_", "_recursive_", "_convert_", "_args_"}
 _VARIADIC = (inspect.Parameter.VAR_POSITIONAL, inspect.Parameter.VAR_KEYWORD)
 
@@ -48,6 +53,7 @@ class _Strict(BaseModel):
 class Threat(_Strict):
     eps: Eps
     norm: Norm
+    oblivious: bool = False
 
 
 class Paths(_Strict):
@@ -75,13 +81,17 @@ class RunSchema(_Strict):
     backbone: dict
     victim: dict
     defense: dict
+    receiver_defense: dict
     attack: dict
     trainer: dict
     logger: dict[str, dict] | None = None
 
 
-def validate_config(cfg: DictConfig) -> list[str]:
+def validate_config(cfg: DictConfig, scoring: bool = True) -> list[str]:
     """Refuse a config that cannot run meaningfully, before any work; returns warnings to show and record.
+
+    `scoring=False` (commands that only use the images, such as learning a quantization table) leaves out the
+    warnings about what the scores would mean.
 
     Values typed as text that the schema reads as numbers (`threat.eps=8/255`) are written back as numbers.
     """
@@ -92,16 +102,18 @@ def validate_config(cfg: DictConfig) -> list[str]:
     validate_budget_or_refuse(container["threat"]["eps"], container["threat"]["norm"], "threat")
 
     warnings: list[str] = []
+    parts = {}
     for group in PART_GROUPS:
         target, settings = check_part(cfg, container, group)
-        if group in BOUND_AT_TEST_START:
-            part = _dry_build(group, target, settings)
-            warnings += part.warnings() if hasattr(part, "warnings") else []
+        if group in DRY_BUILT:
+            parts[group] = _dry_build(group, target, settings)
+            warnings += parts[group].warnings() if hasattr(parts[group], "warnings") else []
     for name, logger in (container.get("logger") or {}).items():
         if logger is not None:
             check_part(cfg, container["logger"], name, prefix="logger.")
     check_roles(container)
-    warnings += dataset_warnings(container)
+    warnings += check_receiver_defense(container, parts["receiver_defense"], parts["attack"])
+    warnings += dataset_warnings(container) if scoring else []
     return warnings
 
 
@@ -136,7 +148,7 @@ def check_part(cfg: DictConfig, container: dict, group: str, prefix: str = "") -
     settings = {name: value for name, value in node.items() if name not in HYDRA_KEYS}
     bound = BOUND_AT_TEST_START.get(group) if not prefix else None
     parameters = _parameters(target)
-    if bound is not None and bound not in parameters:
+    if bound is not None and bound not in parameters and group in REQUIRED_BINDINGS:
         raise ConfigError(f"{key}: {node['_target_']} must take `{bound}=`, which the test loop binds at start")
     accepts_any = any(p.kind is inspect.Parameter.VAR_KEYWORD for p in parameters.values())
     allowed = [name for name in parameters if name != bound]
@@ -240,8 +252,10 @@ def validate_budget_or_refuse(eps: float, norm: str, key: str, image_shape: tupl
 
 def _dry_build(group: str, target: Callable, settings: dict) -> Any:
     """Build a defense or attack without its model, so its own cross-setting checks run before any work."""
+    bound = BOUND_AT_TEST_START.get(group)
+    models = {bound: None} if bound is not None and bound in _parameters(target) else {}
     try:
-        return target(**settings, **{BOUND_AT_TEST_START[group]: None})
+        return target(**settings, **models)
     except ValidationError as error:
         raise ConfigError(_format_errors(error, group)) from None
     except (ValueError, TypeError) as error:
@@ -257,6 +271,23 @@ def check_roles(container: dict) -> None:
                 f"{role}=ground_truth: the ground-truth labeler has no gradients and no logits, so it can only be "
                 f"the classifier (classifier=ground_truth, the paper's GT ablation). Pick a model for {role}."
             )
+
+
+def check_receiver_defense(container: dict, transform: Any, attack: Any) -> list[str]:
+    """The receiver-side part must be an input transform, and a gradient attack must be able to follow it."""
+    name = option_name(container, "receiver_defense")
+    if not isinstance(transform, InputTransform):
+        raise ConfigError(
+            f"receiver_defense={name} is not an input transform g(x) (preempt.receiver_defenses): the receiver "
+            f"classifies g(x) without labels or a backbone. Put sender-side defenses in defense=, e.g. defense={name}"
+        )
+    oblivious = container["threat"]["oblivious"]
+    if isinstance(transform, Identity):
+        return ["threat.oblivious=true changes nothing without a receiver_defense"] if oblivious else []
+    if not transform.differentiable and not oblivious and getattr(attack, "needs_gradients", False):
+        attack_name = option_name(container, "attack")
+        raise ConfigError(f"receiver_defense={name} with attack={attack_name}: {bpda_hint(transform)}")
+    return []
 
 
 def dataset_warnings(container: dict) -> list[str]:

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from abc import ABC, abstractmethod
+from typing import ClassVar
 
 from torch import Tensor, nn
 
@@ -14,8 +15,11 @@ class Attack(ABC):
     """Perturbs images within an eps-ball in `norm` to make `model` misclassify them.
 
     Constructors check every setting and must not touch the model: the config validation builds each attack
-    once with `model=None` to refuse bad settings before any model exists.
+    once with `model=None` to refuse bad settings before any model exists. `needs_gradients` says whether it
+    follows the model's input gradients, which a non-differentiable receiver-side defense does not have.
     """
+
+    needs_gradients: ClassVar[bool] = True
 
     def __init__(self, model: nn.Module | None, eps: Eps, norm: Norm) -> None:
         validate_budget(eps, norm)
@@ -32,6 +36,7 @@ class NoAttack:
     """The identity: scores the protected images as they arrive."""
 
     norm = "Linf"
+    needs_gradients = False
 
     def __init__(self, model: nn.Module | None) -> None:
         self.model = model

@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+import inspect
 from abc import ABC, abstractmethod
+from collections.abc import Callable
 
 from torch import Tensor, nn
 
@@ -31,3 +33,10 @@ class NoDefense(Defense):
 
     def __call__(self, x: Tensor, labels: Tensor) -> Tensor:
         return x
+
+
+def bind_defense(factory: Callable[..., Defense], backbone: nn.Module | None) -> Defense:
+    """The defense built from its config's factory, given the backbone only if it takes one (input transforms
+    placed on the sender's side are model-free)."""
+    target = getattr(factory, "func", factory)
+    return factory(backbone=backbone) if "backbone" in inspect.signature(target).parameters else factory()

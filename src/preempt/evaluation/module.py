@@ -10,11 +10,13 @@ import torch
 from torch import Tensor, nn
 from torchmetrics import MaxMetric, MeanMetric
 from torchmetrics.classification import MulticlassAccuracy
+from torchmetrics.functional.image import structural_similarity_index_measure
 from torchmetrics.image import StructuralSimilarityIndexMeasure
 
 from preempt.attacks.base import Attack, NoAttack
-from preempt.defenses.base import Defense
+from preempt.defenses.base import Defense, bind_defense
 from preempt.models.ground_truth import GroundTruth
+from preempt.receiver_defenses.base import Identity, InputTransform, ReceiverDefended
 from preempt.threat import distance
 
 # Per-batch seeds are spaced by this prime, so (run seed, first sample index) pairs never collide.
@@ -29,7 +31,9 @@ def to_8bit(x: Tensor) -> Tensor:
 class PreemptiveEvaluation(L.LightningModule):
     """Scores a sender-side defense against a man-in-the-middle attack on the receiver's victim model.
 
-    `defense` and `attack` are factories (Hydra `_partial_`), bound here to the backbone and the victim.
+    `defense` and `attack` are factories (Hydra `_partial_`), bound here to the backbone and the victim. A
+    `receiver_defense` g wraps the victim once as victim∘g: every accuracy is the receiver's, and the attack
+    sees victim∘g unless the threat is `oblivious` (then it attacks the bare victim).
     Each batch is seeded from the run seed and its first sample index, so random starts do not depend on
     batch order or on how many processes share the work. With `transmit_8bit` the protected images are sent
     as 8-bit pixels (as a saved PNG would carry them): the main metrics score what is sent, and the
@@ -46,6 +50,8 @@ class PreemptiveEvaluation(L.LightningModule):
         num_classes: int,
         seed: int = 0,
         transmit_8bit: bool = False,
+        receiver_defense: InputTransform | None = None,
+        oblivious: bool = False,
     ) -> None:
         super().__init__()
         for role, model in (("backbone", backbone), ("victim", victim)):
@@ -58,8 +64,11 @@ class PreemptiveEvaluation(L.LightningModule):
         self.classifier = None if self.ground_truth else classifier
         self.backbone = backbone
         self.victim = victim
-        self.defense = defense(backbone=backbone)
-        self.attack = attack(model=victim)
+        self.defense = bind_defense(defense, backbone)
+        self.receiver_defense = receiver_defense if receiver_defense is not None else Identity()
+        defended = not isinstance(self.receiver_defense, Identity)
+        self.receiver = ReceiverDefended(victim, self.receiver_defense) if defended else victim
+        self.attack = attack(model=victim if oblivious else self.receiver)
         self.seed = seed
         self.transmit_8bit = transmit_8bit
 
@@ -77,6 +86,8 @@ class PreemptiveEvaluation(L.LightningModule):
         self.defense_seconds_per_image = MeanMetric()
         self.linf = MaxMetric()
         self.attack_distance = MaxMetric()
+        self.receiver_variance_l2 = MeanMetric()
+        self.receiver_variance_ssim = MeanMetric()
 
     def labels(self, x: Tensor, y: Tensor) -> Tensor:
         """The sender's labels: the classifier's predictions, or the truth for the ground-truth ablation."""
@@ -97,8 +108,20 @@ class PreemptiveEvaluation(L.LightningModule):
         return protected.detach(), time.perf_counter() - start
 
     def predict(self, x: Tensor) -> Tensor:
+        """The receiver's decision: the victim's on g(x) when a receiver-side defense is set."""
         with torch.no_grad():
-            return self.victim(x).argmax(dim=1)
+            return self.receiver(x).argmax(dim=1)
+
+    def receiver_variance(self, x: Tensor) -> tuple[Tensor, Tensor]:
+        """Per image, how far two draws of g on the same images are apart (the second paper's Table 1): L2
+        relative to the image's norm, as its l2 figures are, and SSIM. A deterministic g gives 0 and 1."""
+        if not self.receiver_defense.random:
+            return torch.zeros(len(x), device=x.device), torch.ones(len(x), device=x.device)
+        with torch.no_grad():
+            first, second = self.receiver_defense.transform(x), self.receiver_defense.transform(x)
+        l2 = distance(first, second, "L2") / distance(x, torch.zeros_like(x), "L2").clamp_min(1e-12)
+        ssim = structural_similarity_index_measure(first, second, data_range=1.0, reduction="none")
+        return l2, ssim
 
     def test_step(self, batch: tuple[Tensor, Tensor, Tensor], batch_idx: int) -> None:
         x, y, index = batch
@@ -118,6 +141,9 @@ class PreemptiveEvaluation(L.LightningModule):
         self.defense_seconds_per_image.update(seconds / batch_size, weight=batch_size)
         self.linf(distance(sent, x, "Linf").max())
         self.attack_distance(distance(adversarial, sent, self.attack.norm).max())
+        variance_l2, variance_ssim = self.receiver_variance(sent)
+        self.receiver_variance_l2.update(variance_l2)
+        self.receiver_variance_ssim.update(variance_ssim)
         names = [
             "classifier_acc",
             "clean_acc",
@@ -127,6 +153,8 @@ class PreemptiveEvaluation(L.LightningModule):
             "defense_seconds_per_image",
             "linf",
             "attack_distance",
+            "receiver_variance_l2",
+            "receiver_variance_ssim",
         ]
         if self.transmit_8bit:
             self.protected_clean_acc_float(self.predict(protected), y)

@@ -1,0 +1,79 @@
+"""Input transforms g: [0,1] images to [0,1] images, placed on the receiver's side or the sender's.
+
+On the receiver's side the victim classifies g(x) and the man in the middle attacks victim∘g; on the sender's
+side (`defense=<name>`) the sender sends g(x). The same class serves both. Each transform declares whether
+autograd through it is meaningful (`differentiable`) and whether it draws randomness per call (`random`):
+the attacks and the validation read these facts, so an attack never silently follows zero gradients.
+"""
+
+from __future__ import annotations
+
+from abc import abstractmethod
+from typing import ClassVar
+
+import torch
+from torch import Tensor, nn
+
+from preempt.defenses.base import Defense
+
+
+class NonDifferentiableTransformError(RuntimeError):
+    """A gradient was requested through a transform whose autograd gradient is zero or meaningless."""
+
+
+class InputTransform(Defense):
+    """g(x): same shape and dtype as x, in [0,1]; randomness comes from torch's RNG, so a seed repeats it."""
+
+    differentiable: ClassVar[bool]
+    random: ClassVar[bool]
+
+    @abstractmethod
+    def transform(self, x: Tensor) -> Tensor:
+        """g applied to a batch (B, C, H, W) of [0,1] images."""
+
+    def __call__(self, x: Tensor, labels: Tensor | None = None) -> Tensor:
+        """The sender-side call shape: the labels are not needed by a transform."""
+        with torch.no_grad():
+            return self.transform(x.detach())
+
+
+class Identity(InputTransform):
+    """No receiver-side defense: the victim sees what arrives."""
+
+    differentiable = True
+    random = False
+
+    def transform(self, x: Tensor) -> Tensor:
+        return x
+
+
+def bpda_hint(transform: InputTransform) -> str:
+    return (
+        f"{type(transform).__name__} is not differentiable, so gradients through it are zero or meaningless. "
+        f"Attack it with BPDA (Athalye et al.: forward through g, backward through an approximation such as the "
+        f"identity), or set threat.oblivious=true to attack the bare victim (an attacker who does not know the "
+        f"defense), or use attack=none to score clean accuracy only"
+    )
+
+
+class ReceiverDefended(nn.Module):
+    """victim∘g: what the receiver runs, and therefore what a defense-aware man in the middle attacks.
+
+    Asking for a gradient through a non-differentiable g raises instead of returning zeros, so no attack can
+    report robustness that only comes from masked gradients.
+    """
+
+    def __init__(self, victim: nn.Module, transform: InputTransform) -> None:
+        super().__init__()
+        self.victim = victim
+        self.transform = transform
+        self.name = f"{getattr(victim, 'name', type(victim).__name__)}∘{type(transform).__name__}"
+
+    def forward(self, x: Tensor) -> Tensor:
+        if x.requires_grad and torch.is_grad_enabled() and not self.transform.differentiable:
+            raise NonDifferentiableTransformError(bpda_hint(self.transform))
+        if self.transform.differentiable:
+            return self.victim(self.transform.transform(x))
+        with torch.no_grad():
+            transformed = self.transform.transform(x)
+        return self.victim(transformed)

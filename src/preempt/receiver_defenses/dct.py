@@ -1,0 +1,99 @@
+"""8×8 block DCT quantization (JPEG's transform without its entropy coding), batched on any device.
+
+Shared by Feature Distillation and the DCT-quantization + distortion defense, and by the command that learns a
+defensive table (`learn_quantization`). As in both papers' code, each color channel (RGB, not YCbCr) is
+transformed separately on 0–255 values, without JPEG's −128 level shift and without chroma subsampling; the
+orthonormal 2-D DCT-II is JPEG's forward DCT.
+"""
+
+from __future__ import annotations
+
+import functools
+import math
+from pathlib import Path
+
+import torch
+import torch.nn.functional as F
+from torch import Tensor
+
+BLOCK = 8
+
+
+@functools.cache
+def _dct_matrix(size: int, dtype: torch.dtype, device: torch.device) -> Tensor:
+    """D with D @ v the orthonormal DCT-II of v (so D.T @ c inverts it)."""
+    k = torch.arange(size, dtype=torch.float64).unsqueeze(1)
+    n = torch.arange(size, dtype=torch.float64).unsqueeze(0)
+    matrix = math.sqrt(2 / size) * torch.cos(math.pi * (2 * n + 1) * k / (2 * size))
+    matrix[0] /= math.sqrt(2)
+    return matrix.to(dtype=dtype, device=device)
+
+
+def to_blocks(x: Tensor) -> tuple[Tensor, tuple[int, int]]:
+    """(B, C, H, W) → (B, C, H'/8, W'/8, 8, 8), edge-padding H and W up to multiples of 8 (as JPEG encoders do)."""
+    height, width = x.shape[-2:]
+    pad_h, pad_w = -height % BLOCK, -width % BLOCK
+    if pad_h or pad_w:
+        x = F.pad(x, (0, pad_w, 0, pad_h), mode="replicate")
+    b, c, h, w = x.shape
+    blocks = x.view(b, c, h // BLOCK, BLOCK, w // BLOCK, BLOCK).permute(0, 1, 2, 4, 3, 5)
+    return blocks, (height, width)
+
+
+def from_blocks(blocks: Tensor, size: tuple[int, int]) -> Tensor:
+    b, c, rows, cols = blocks.shape[:4]
+    x = blocks.permute(0, 1, 2, 4, 3, 5).reshape(b, c, rows * BLOCK, cols * BLOCK)
+    return x[..., : size[0], : size[1]]
+
+
+def block_dct(blocks: Tensor) -> Tensor:
+    """Orthonormal 2-D DCT-II of every trailing 8×8 block."""
+    d = _dct_matrix(BLOCK, blocks.dtype, blocks.device)
+    return d @ blocks @ d.T
+
+
+def block_idct(coefficients: Tensor) -> Tensor:
+    d = _dct_matrix(BLOCK, coefficients.dtype, coefficients.device)
+    return d.T @ coefficients @ d
+
+
+def dct_coefficients(x: Tensor) -> Tensor:
+    """DCT coefficients of every 8×8 block of [0,1] images, on the 0–255 scale the tables are made for."""
+    blocks, _ = to_blocks(x * 255.0)
+    return block_dct(blocks)
+
+
+def quantize(x: Tensor, table: Tensor) -> Tensor:
+    """Quantize every block's DCT coefficients with `table` (8×8 steps), dequantize and invert: [0,1] out."""
+    blocks, size = to_blocks(x * 255.0)
+    steps = table.to(dtype=x.dtype, device=x.device)
+    coefficients = torch.round(block_dct(blocks) / steps) * steps
+    restored = from_blocks(block_idct(coefficients), size)
+    return (restored / 255.0).clamp(0.0, 1.0)
+
+
+def read_table(path: str | Path) -> Tensor:
+    """An 8×8 table of positive steps from a text file (8 rows of 8 numbers; lines starting with # are notes)."""
+    path = Path(path)
+    if not path.is_file():
+        raise ValueError(
+            f"quantization table {path} does not exist (folder {path.parent.resolve()}); learn one with "
+            f"`python -m preempt.receiver_defenses.learn_quantization` or leave table=null for Feature Distillation's"
+        )
+    rows = [line.split() for line in path.read_text().splitlines() if line.strip() and not line.startswith("#")]
+    try:
+        table = torch.tensor([[float(value) for value in row] for row in rows], dtype=torch.float64)
+    except ValueError as error:
+        raise ValueError(f"quantization table {path}: {error}; expected 8 rows of 8 numbers") from None
+    if table.shape != (BLOCK, BLOCK) or not bool((table > 0).all()):
+        raise ValueError(f"quantization table {path} must hold 8 rows of 8 positive numbers, got {len(rows)} rows")
+    return table
+
+
+def write_table(path: str | Path, table: Tensor, notes: list[str]) -> Path:
+    """The table as 8 rows of 8 numbers, under `# ` notes that say how it was learned."""
+    from preempt.results import write_text_atomically
+
+    lines = [f"# {note}" for note in notes]
+    lines += [" ".join(f"{value:6.2f}" for value in row) for row in table.tolist()]
+    return write_text_atomically("\n".join(lines) + "\n", Path(path))

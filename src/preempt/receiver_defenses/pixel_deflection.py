@@ -1,0 +1,87 @@
+"""Pixel deflection (Prakash et al. 2018): copy random pixels from random neighbours, then wavelet denoising."""
+
+from __future__ import annotations
+
+from typing import Annotated
+
+import numpy as np
+import torch
+from annotated_types import Gt
+from pydantic import validate_call
+from torch import Tensor
+
+from preempt.constraints import AtLeastOne
+from preempt.receiver_defenses.base import InputTransform
+
+
+def deflect(x: Tensor, deflections: int, window: int) -> Tensor:
+    """`deflections` channel-pixels per image, spread over the channels in turn as the authors' loop does,
+    each replaced by the same channel of a uniformly drawn pixel at most `window` away inside the image.
+
+    All deflections read the undeflected image (the authors' loop reads earlier deflections; a pixel is
+    rarely both a target and a source). Targets are uniform: the authors' class-activation map, which
+    spares salient pixels, needs a model of its own and is left out.
+    """
+    batch, channels, height, width = x.shape
+    device = x.device
+    channel = (torch.arange(deflections, device=device) % channels).expand(batch, -1)
+    row = torch.randint(height, (batch, deflections), device=device)
+    col = torch.randint(width, (batch, deflections), device=device)
+
+    def neighbour(position: Tensor, size: int) -> Tensor:
+        # Uniform over the offsets that stay inside: what redrawing until inside gives.
+        low, high = (position - window).clamp_min(0), (position + window).clamp_max(size - 1)
+        return low + (torch.rand(position.shape, device=device) * (high - low + 1)).long()
+
+    source_row, source_col = neighbour(row, height), neighbour(col, width)
+    image = torch.arange(batch, device=device)[:, None].expand(-1, deflections)
+    out = x.clone()
+    out[image, channel, row, col] = x[image, channel, source_row, source_col]
+    return out
+
+
+def wavelet_denoise(x: Tensor, sigma: float) -> Tensor:
+    """scikit-image's soft BayesShrink wavelet denoising (db1) per image, in YCbCr for color images, with the
+    authors' arguments (`sigma` used as given, as the scikit-image of their code did)."""
+    from skimage.restoration import denoise_wavelet
+
+    color = x.shape[1] == 3
+    images = x.detach().permute(0, 2, 3, 1).cpu().double().numpy()
+    denoised = np.stack(
+        [
+            denoise_wavelet(
+                image if color else image[..., 0],
+                sigma=sigma,
+                mode="soft",
+                method="BayesShrink",
+                wavelet="db1",
+                convert2ycbcr=color,
+                channel_axis=-1 if color else None,
+                rescale_sigma=False,
+            ).reshape(image.shape)
+            for image in images
+        ]
+    )
+    return torch.from_numpy(denoised).permute(0, 3, 1, 2).to(device=x.device, dtype=x.dtype).clamp(0, 1)
+
+
+class PixelDeflection(InputTransform):
+    """Deflection adds noise a classifier ignores but that breaks the perturbation's structure; denoising
+    then removes both (authors' settings: 200 deflections, window 10, σ 0.04)."""
+
+    differentiable = False
+    random = True
+
+    @validate_call
+    def __init__(
+        self,
+        deflections: AtLeastOne = 200,
+        window: AtLeastOne = 10,
+        sigma: Annotated[float, Gt(0)] = 0.04,
+    ) -> None:
+        self.deflections = deflections
+        self.window = window
+        self.sigma = sigma
+
+    def transform(self, x: Tensor) -> Tensor:
+        return wavelet_denoise(deflect(x, self.deflections, self.window), self.sigma)
