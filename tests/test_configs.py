@@ -11,8 +11,10 @@ from hydra.utils import instantiate
 
 from preempt.datasets.base import ImageDataset
 from preempt.datasets.cifar10 import DatasetNotFoundError
+from preempt.defenses import bind_defense
 from preempt.models import GroundTruth, PixelClassifier
 from preempt.models.robustbench import CheckpointNotFoundError
+from preempt.receiver_defenses import InputTransform
 from preempt.validation import validate_config
 
 ROLE_GROUPS = ("classifier", "backbone", "victim")  # symlinks to conf/model: every model fills every role
@@ -27,7 +29,19 @@ ROBUSTBENCH_MODELS = [
     "Tian2022Deeper_DeiT-B",
     "Liu2023Comprehensive_Swin-L",
 ]
-DEFENSES = ["none", "fast_preemption"]
+TRANSFORMS = [
+    "dct_distortion",
+    "feature_distillation",
+    "random_resize_pad",
+    "shield",
+    "total_variation",
+    "jpeg",
+    "bit_depth",
+    "pixel_deflection",
+    "random_crop",
+]
+DEFENSES = ["none", "fast_preemption", *TRANSFORMS]  # every input transform also serves on the sender's side
+RECEIVER_DEFENSES = ["none", *TRANSFORMS]
 ATTACKS = ["none", "pgd", "autoattack"]
 TRAINERS = ["default", "cpu", "gpu", "ddp"]
 LOGGERS = ["default", "wandb", "csv", "none"]
@@ -40,11 +54,12 @@ def test_every_config_file_is_covered_by_these_tests() -> None:
         for path in CONF_DIR.rglob("*.yaml")
         if path.relative_to(CONF_DIR).parts[0] not in ROLE_GROUPS
     }
-    covered = {"main.yaml", "paths/default.yaml", "hydra/default.yaml"}
+    covered = {"main.yaml", "learn_quantization.yaml", "paths/default.yaml", "hydra/default.yaml"}
     for group, options in [
         ("dataset", DATASETS),
         ("model", ZOO_MODELS + ROBUSTBENCH_MODELS),
         ("defense", DEFENSES),
+        ("receiver_defense", RECEIVER_DEFENSES),
         ("attack", ATTACKS),
         ("trainer", TRAINERS),
         ("logger", LOGGERS),
@@ -59,14 +74,21 @@ def test_every_config_file_is_covered_by_these_tests() -> None:
     [f"dataset={option}" for option in DATASETS]
     + [f"{role}={option}" for role in ROLE_GROUPS for option in ZOO_MODELS + ROBUSTBENCH_MODELS]
     + [f"defense={option}" for option in DEFENSES]
+    + [f"receiver_defense={option}" for option in RECEIVER_DEFENSES]
     + [f"attack={option}" for option in ATTACKS]
     + [f"trainer={option}" for option in TRAINERS]
     + [f"logger={option}" for option in LOGGERS]
     + [f"experiment={option}" for option in EXPERIMENTS],
 )
 def test_every_shipped_option_passes_validation(override: str, compose_config, tmp_path: Path) -> None:
-    """The schema layer must refuse bad input only: every option as shipped validates without a warning."""
+    """The schema layer must refuse bad input only: every option as shipped validates without a warning.
+
+    Receiver-side options are checked with the oblivious attacker: gradient attacks through a
+    non-differentiable g are refused on purpose (tested in test_receiver_defenses.py).
+    """
     extra = [f"dataset.root={tmp_path}"] if override == "dataset=folder" else []
+    if override.startswith("receiver_defense=") and override != "receiver_defense=none":
+        extra.append("threat.oblivious=true")
     if override in ("backbone=ground_truth", "victim=ground_truth"):
         with pytest.raises(ValueError, match="can only be the classifier"):
             validate_config(compose_config(override))
@@ -136,9 +158,17 @@ def test_robustbench_configs_reach_the_loader_and_fail_fast_offline(option: str,
 @pytest.mark.parametrize("option", DEFENSES)
 def test_defense_configs_bind_to_a_backbone_and_protect(option: str, compose_config, digits_models) -> None:
     cfg = compose_config(f"defense={option}")
-    defense = instantiate(cfg.defense)(backbone=digits_models["digits_cnn_at"])
+    defense = bind_defense(instantiate(cfg.defense), digits_models["digits_cnn_at"])
     x = torch.rand(2, 1, 16, 16)
     assert defense(x, torch.tensor([1, 2])).shape == x.shape
+
+
+@pytest.mark.parametrize("option", TRANSFORMS)
+def test_each_transform_is_the_same_class_on_both_sides(option: str, compose_config) -> None:
+    cfg = compose_config(f"defense={option}", f"receiver_defense={option}")
+    sender, receiver = bind_defense(instantiate(cfg.defense), None), instantiate(cfg.receiver_defense)
+    assert isinstance(receiver, InputTransform) and type(sender) is type(receiver)
+    assert vars(sender) == vars(receiver)  # same settings, from one config file
 
 
 @pytest.mark.parametrize("option", ATTACKS)

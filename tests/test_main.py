@@ -32,7 +32,7 @@ def test_fast_preemption_beats_no_defense_under_autoattack(tmp_path: Path, zoo_d
     assert fp["test/attack_distance"] <= 0.2 + 1e-5
     assert fp["test/defense_seconds_per_image"] > 0 and base["test/defense_seconds_per_image"] < 1e-3
     assert protected["run"]["n_samples"] == 100 and protected["config"]["defense"]["n_samples"] == 20
-    assert "| FastPreemption | AutoAttack | 100" in stdout
+    assert "| FastPreemption | Identity         | AutoAttack | 100" in stdout
     assert (tmp_path / "fast_preemption" / "results.md").read_text().startswith("| defense")
     assert list((tmp_path / "fast_preemption" / "wandb").glob("offline-run-*"))
     assert list((tmp_path / "fast_preemption" / "csv").rglob("metrics.csv"))

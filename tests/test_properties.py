@@ -22,6 +22,7 @@ from hypothesis.extra.numpy import arrays
 from omegaconf import DictConfig, OmegaConf
 from torch import nn
 
+from preempt.defenses import bind_defense
 from preempt.models import PixelClassifier
 from preempt.threat import NORMS, distance
 
@@ -175,7 +176,7 @@ def test_defense_output_is_valid_and_within_budget(option: str, norm: str, compo
         x = torch.from_numpy(case.images)
         labels = torch.from_numpy(data.draw(label_arrays(len(x)), label="labels"))
         torch.manual_seed(case.seed)
-        defense = instantiate(cfg.defense)(backbone=tiny_classifier(x.dtype))
+        defense = bind_defense(instantiate(cfg.defense), tiny_classifier(x.dtype))
         protected = run_unmodified(defense, x, labels)
         assert_valid_output(protected, x, case.eps, norm, budgeted)
 

@@ -80,13 +80,17 @@ def read_table(path: str | Path) -> Tensor:
             f"quantization table {path} does not exist (folder {path.parent.resolve()}); learn one with "
             f"`python -m preempt.receiver_defenses.learn_quantization` or leave table=null for Feature Distillation's"
         )
-    rows = [line.split() for line in path.read_text().splitlines() if line.strip() and not line.startswith("#")]
+    lines = [line.strip() for line in path.read_text().splitlines()]
+    rows = [line.split() for line in lines if line and not line.startswith("#")]
+    shape = [len(row) for row in rows]
+    if shape != [BLOCK] * BLOCK:
+        raise ValueError(f"quantization table {path} must hold 8 rows of 8 numbers; its rows have {shape} numbers")
     try:
         table = torch.tensor([[float(value) for value in row] for row in rows], dtype=torch.float64)
     except ValueError as error:
         raise ValueError(f"quantization table {path}: {error}; expected 8 rows of 8 numbers") from None
-    if table.shape != (BLOCK, BLOCK) or not bool((table > 0).all()):
-        raise ValueError(f"quantization table {path} must hold 8 rows of 8 positive numbers, got {len(rows)} rows")
+    if not bool((table > 0).all()):
+        raise ValueError(f"quantization table {path} must hold positive steps (a step of 0 divides by zero)")
     return table
 
 

@@ -42,7 +42,8 @@ def deflect(x: Tensor, deflections: int, window: int) -> Tensor:
 
 def wavelet_denoise(x: Tensor, sigma: float) -> Tensor:
     """scikit-image's soft BayesShrink wavelet denoising (db1) per image, in YCbCr for color images, with the
-    authors' arguments (`sigma` used as given, as the scikit-image of their code did)."""
+    authors' arguments. `sigma` is on the [0,1] RGB scale: scikit-image carries it into each YCbCr channel's
+    own range (without `rescale_sigma` it would divide it by that range, about 200, and barely denoise)."""
     from skimage.restoration import denoise_wavelet
 
     color = x.shape[1] == 3
@@ -57,7 +58,7 @@ def wavelet_denoise(x: Tensor, sigma: float) -> Tensor:
                 wavelet="db1",
                 convert2ycbcr=color,
                 channel_axis=-1 if color else None,
-                rescale_sigma=False,
+                rescale_sigma=True,
             ).reshape(image.shape)
             for image in images
         ]

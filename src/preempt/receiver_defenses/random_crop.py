@@ -20,7 +20,8 @@ SECOND_PAPER_CROP = 90 / 299
 class RandomCrop(InputTransform):
     """A crop of `crop_fraction` of each side at a uniformly random position, resized back (bilinear).
 
-    The position is drawn per image. Resizing uses half-pixel centers, as PIL's bilinear scaling does.
+    The position is drawn per image. Resizing uses half-pixel centers, as PIL's bilinear scaling does, and
+    reads nothing outside the crop.
     """
 
     differentiable = True
@@ -31,15 +32,11 @@ class RandomCrop(InputTransform):
         self.crop_fraction = crop_fraction
 
     def transform(self, x: Tensor) -> Tensor:
-        batch, _, height, width = x.shape
+        batch, channels, height, width = x.shape
         crop_h, crop_w = max(1, int(height * self.crop_fraction)), max(1, int(width * self.crop_fraction))
-        top = torch.randint(0, height - crop_h + 1, (batch,), device=x.device).to(x.dtype)
-        left = torch.randint(0, width - crop_w + 1, (batch,), device=x.device).to(x.dtype)
-        # Affine grid in normalized coordinates (align_corners=False): the crop's center and half-extent.
-        theta = torch.zeros(batch, 2, 3, dtype=x.dtype, device=x.device)
-        theta[:, 0, 0] = crop_w / width
-        theta[:, 1, 1] = crop_h / height
-        theta[:, 0, 2] = (2 * left + crop_w) / width - 1
-        theta[:, 1, 2] = (2 * top + crop_h) / height - 1
-        grid = F.affine_grid(theta, list(x.shape), align_corners=False)
-        return F.grid_sample(x, grid, mode="bilinear", padding_mode="border", align_corners=False).clamp(0, 1)
+        top = torch.randint(0, height - crop_h + 1, (batch, 1), device=x.device)
+        left = torch.randint(0, width - crop_w + 1, (batch, 1), device=x.device)
+        rows = (top + torch.arange(crop_h, device=x.device))[:, None, :, None].expand(batch, channels, crop_h, width)
+        cols = (left + torch.arange(crop_w, device=x.device))[:, None, None, :].expand(batch, channels, crop_h, crop_w)
+        crops = x.gather(2, rows).gather(3, cols)
+        return F.interpolate(crops, size=(height, width), mode="bilinear", align_corners=False).clamp(0, 1)
