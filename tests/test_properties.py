@@ -15,6 +15,7 @@ import numpy as np
 import pytest
 import torch
 from conftest import CONF_DIR
+from hydra import compose, initialize_config_dir
 from hydra.utils import instantiate
 from hypothesis import given, settings
 from hypothesis import strategies as st
@@ -31,9 +32,12 @@ def discover(group: str) -> list[str]:
     return sorted(path.stem for path in (CONF_DIR / group).glob("*.yaml"))
 
 
+@functools.cache
 def option_config(group: str, option: str) -> DictConfig:
-    """The option's own file, uncomposed: which keys it has and which class it builds."""
-    return OmegaConf.load(CONF_DIR / group / f"{option}.yaml")
+    """The option's node as composed (a file may include another group's): which keys it has and which class
+    it builds."""
+    with initialize_config_dir(config_dir=str(CONF_DIR), version_base="1.3"):
+        return compose(config_name="main", overrides=[f"{group}={option}"])[group]
 
 
 DEFENSES = discover("defense")

@@ -19,7 +19,9 @@ from preempt.results import (
 CONFIG = {
     "dataset": {"_target_": "preempt.datasets.digits.digits"},
     "defense": {"_target_": "preempt.defenses.fast_preemption.FastPreemption"},
+    "receiver_defense": {"_target_": "preempt.receiver_defenses.base.Identity"},
     "attack": {"_target_": "preempt.attacks.autoattack.AutoAttack"},
+    "threat": {"eps": 0.2, "norm": "Linf", "oblivious": False},
 }
 
 
