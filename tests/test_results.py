@@ -35,7 +35,7 @@ def test_results_round_trip_through_json_and_table(tmp_path: Path) -> None:
 
     table = format_table([loaded]).splitlines()
     assert table[0].startswith("| defense") and "robust acc" in table[0]
-    assert "| FastPreemption | AutoAttack | 200" in table[2]
+    assert "| FastPreemption | Identity         | AutoAttack | 200" in table[2]
     assert "0.550" in table[2] and "0.791" in table[2]
     assert "—" in table[2]  # metrics a run did not log are shown as missing, not as zero
 
