@@ -18,6 +18,19 @@ CONF_DIR = ROOT / "conf"
 
 register_resolvers()
 
+# Every shipped input transform: each is a receiver_defense option and a defense option.
+TRANSFORMS = [
+    "dct_distortion",
+    "feature_distillation",
+    "random_resize_pad",
+    "shield",
+    "total_variation",
+    "jpeg",
+    "bit_depth",
+    "pixel_deflection",
+    "random_crop",
+]
+
 
 @pytest.fixture(scope="session")
 def zoo_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:

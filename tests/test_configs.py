@@ -6,7 +6,7 @@ from pathlib import Path
 import lightning as L
 import pytest
 import torch
-from conftest import CONF_DIR, instantiate_error
+from conftest import CONF_DIR, TRANSFORMS, instantiate_error
 from hydra.utils import instantiate
 
 from preempt.datasets.base import ImageDataset
@@ -28,17 +28,6 @@ ROBUSTBENCH_MODELS = [
     "Singh2023Revisiting_ConvNeXt-L-ConvStem",
     "Tian2022Deeper_DeiT-B",
     "Liu2023Comprehensive_Swin-L",
-]
-TRANSFORMS = [
-    "dct_distortion",
-    "feature_distillation",
-    "random_resize_pad",
-    "shield",
-    "total_variation",
-    "jpeg",
-    "bit_depth",
-    "pixel_deflection",
-    "random_crop",
 ]
 DEFENSES = ["none", "fast_preemption", *TRANSFORMS]  # every input transform also serves on the sender's side
 RECEIVER_DEFENSES = ["none", *TRANSFORMS]

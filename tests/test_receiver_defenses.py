@@ -7,7 +7,7 @@ from pathlib import Path
 
 import pytest
 import torch
-from conftest import ROOT, main_command
+from conftest import ROOT, TRANSFORMS, main_command
 from hydra.utils import instantiate
 
 from preempt import run
@@ -18,17 +18,6 @@ from preempt.receiver_defenses.random_resize_pad import RandomResizePad
 from preempt.results import format_table
 from preempt.validation import ConfigError, validate_config
 
-TRANSFORMS = [
-    "dct_distortion",
-    "feature_distillation",
-    "random_resize_pad",
-    "shield",
-    "total_variation",
-    "jpeg",
-    "bit_depth",
-    "pixel_deflection",
-    "random_crop",
-]
 DIFFERENTIABLE = {"random_resize_pad", "random_crop"}
 
 

@@ -47,6 +47,18 @@ class Identity(InputTransform):
         return x
 
 
+def remap(x: Tensor, rows: Tensor, cols: Tensor, fill: float) -> Tensor:
+    """out[b, :, i, j] = x[b, :, rows[b, i], cols[b, j]], or `fill` where either index is -1 (outside).
+
+    The separable warps (grid distortion, resize-and-pad) are index maps per image: two gathers, no loop.
+    """
+    batch, channels, height, width = x.shape
+    out = x.gather(3, cols.clamp_min(0)[:, None, None, :].expand(batch, channels, height, width))
+    out = out.gather(2, rows.clamp_min(0)[:, None, :, None].expand(batch, channels, height, width))
+    inside = (rows >= 0)[:, None, :, None] & (cols >= 0)[:, None, None, :]
+    return torch.where(inside, out, torch.full_like(out, fill))
+
+
 def bpda_hint(transform: InputTransform) -> str:
     return (
         f"{type(transform).__name__} is not differentiable, so gradients through it are zero or meaningless. "

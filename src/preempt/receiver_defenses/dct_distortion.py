@@ -15,7 +15,7 @@ from pydantic import validate_call
 from torch import Tensor
 
 from preempt.constraints import AtLeastOne
-from preempt.receiver_defenses.base import InputTransform
+from preempt.receiver_defenses.base import InputTransform, remap
 from preempt.receiver_defenses.dct import quantize, read_table
 from preempt.receiver_defenses.feature_distillation import FEATURE_DISTILLATION_TABLE
 
@@ -45,13 +45,10 @@ def distorted_axis(size: int, batch: int, limit: float, grid: int, device: torch
 
 def grid_distortion(x: Tensor, limit: float, grid: int) -> Tensor:
     """Every image distorted independently (Algorithm 1, lines 10–21); pixels read from outside are 0."""
-    batch, channels, height, width = x.shape
+    batch, _, height, width = x.shape
     rows = distorted_axis(height, batch, limit, grid, x.device)
     cols = distorted_axis(width, batch, limit, grid, x.device)
-    out = x.gather(3, cols.clamp_min(0)[:, None, None, :].expand(batch, channels, height, width))
-    out = out.gather(2, rows.clamp_min(0)[:, None, :, None].expand(batch, channels, height, width))
-    inside = (rows >= 0)[:, None, :, None] & (cols >= 0)[:, None, None, :]
-    return out * inside
+    return remap(x, rows, cols, fill=0.0)
 
 
 class DCTDistortion(InputTransform):

@@ -7,7 +7,7 @@ import math
 import torch
 from torch import Tensor
 
-from preempt.receiver_defenses.base import InputTransform
+from preempt.receiver_defenses.base import InputTransform, remap
 
 # Xie et al. resize 299-pixel images to 310..330 pixels and pad them to 331: as fractions of the final size.
 SMALLEST, LARGEST = 310 / 331, 330 / 331
@@ -35,7 +35,7 @@ class RandomResizePad(InputTransform):
     random = True
 
     def transform(self, x: Tensor) -> Tensor:
-        batch, channels, height, width = x.shape
+        batch, _, height, width = x.shape
         low = min(max(math.ceil(height * SMALLEST), 1), height)
         high = max(min(math.floor(height * LARGEST), height - 1), low)
         resized_h = torch.randint(low, high + 1, (batch,), device=x.device)
@@ -44,7 +44,4 @@ class RandomResizePad(InputTransform):
         left = (torch.rand(batch, device=x.device) * (width - resized_w + 1)).long()
         rows = resize_pad_indices(height, resized_h, top)
         cols = resize_pad_indices(width, resized_w, left)
-        out = x.gather(3, cols.clamp_min(0)[:, None, None, :].expand(batch, channels, height, width))
-        out = out.gather(2, rows.clamp_min(0)[:, None, :, None].expand(batch, channels, height, width))
-        inside = (rows >= 0)[:, None, :, None] & (cols >= 0)[:, None, None, :]
-        return torch.where(inside, out, torch.full_like(out, PAD_VALUE))
+        return remap(x, rows, cols, fill=PAD_VALUE)
