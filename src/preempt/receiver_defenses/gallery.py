@@ -94,15 +94,15 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--scale", type=int, default=1, help="pixel magnification of the picture")
     parser.add_argument("--out", type=Path, help="PNG file for the picture (left out: no picture)")
     args = parser.parse_args(argv)
-    torch.set_grad_enabled(False)
     transforms = shipped_transforms()
     images = load_images(args.dataset)
     print(f"{args.dataset}: {len(images)} images, seeds {args.seeds}; mean [min–max] over seeds\n")
-    print(variance_table(transforms, images, args.seeds))
-    if args.out is not None:
-        args.out.parent.mkdir(parents=True, exist_ok=True)
-        gallery(transforms, images[args.image], args.seeds[0], args.scale).save(args.out)
-        print(f"\npicture: {args.out}")
+    with torch.no_grad():
+        print(variance_table(transforms, images, args.seeds))
+        if args.out is not None:
+            args.out.parent.mkdir(parents=True, exist_ok=True)
+            gallery(transforms, images[args.image], args.seeds[0], args.scale).save(args.out)
+            print(f"\npicture: {args.out}")
 
 
 if __name__ == "__main__":
