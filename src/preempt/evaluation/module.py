@@ -10,17 +10,21 @@ import torch
 from torch import Tensor, nn
 from torchmetrics import MaxMetric, MeanMetric
 from torchmetrics.classification import MulticlassAccuracy
-from torchmetrics.functional.image import structural_similarity_index_measure
 from torchmetrics.image import StructuralSimilarityIndexMeasure
 
 from preempt.attacks.base import Attack, NoAttack
 from preempt.defenses.base import Defense, bind_defense
 from preempt.models.ground_truth import GroundTruth
-from preempt.receiver_defenses.base import Identity, InputTransform, ReceiverDefended
+from preempt.receiver_defenses.base import Identity, InputTransform, ReceiverDefended, output_variance
 from preempt.threat import distance
 
 # Per-batch seeds are spaced by this prime, so (run seed, first sample index) pairs never collide.
 SEED_STRIDE = 1_000_003
+
+
+def seed_batch(run_seed: int, first_index: int) -> None:
+    """Seed torch for the batch that starts at sample `first_index`: the same draws whatever the batch order."""
+    torch.manual_seed(run_seed * SEED_STRIDE + first_index)
 
 
 def to_8bit(x: Tensor) -> Tensor:
@@ -112,20 +116,9 @@ class PreemptiveEvaluation(L.LightningModule):
         with torch.no_grad():
             return self.receiver(x).argmax(dim=1)
 
-    def receiver_variance(self, x: Tensor) -> tuple[Tensor, Tensor]:
-        """Per image, how far two draws of g on the same images are apart (the second paper's Table 1): L2
-        relative to the image's norm, as its l2 figures are, and SSIM. A deterministic g gives 0 and 1."""
-        if not self.receiver_defense.random:
-            return torch.zeros(len(x), device=x.device), torch.ones(len(x), device=x.device)
-        with torch.no_grad():
-            first, second = self.receiver_defense.transform(x), self.receiver_defense.transform(x)
-        l2 = distance(first, second, "L2") / distance(x, torch.zeros_like(x), "L2").clamp_min(1e-12)
-        ssim = structural_similarity_index_measure(first, second, data_range=1.0, reduction="none")
-        return l2, ssim
-
     def test_step(self, batch: tuple[Tensor, Tensor, Tensor], batch_idx: int) -> None:
         x, y, index = batch
-        torch.manual_seed(self.seed * SEED_STRIDE + int(index[0]))
+        seed_batch(self.seed, int(index[0]))
         batch_size = len(x)
 
         labels = self.labels(x, y)
@@ -141,7 +134,7 @@ class PreemptiveEvaluation(L.LightningModule):
         self.defense_seconds_per_image.update(seconds / batch_size, weight=batch_size)
         self.linf(distance(sent, x, "Linf").max())
         self.attack_distance(distance(adversarial, sent, self.attack.norm).max())
-        variance_l2, variance_ssim = self.receiver_variance(sent)
+        variance_l2, variance_ssim = output_variance(self.receiver_defense, sent)
         self.receiver_variance_l2.update(variance_l2)
         self.receiver_variance_ssim.update(variance_ssim)
         names = [

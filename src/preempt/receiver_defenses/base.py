@@ -13,8 +13,10 @@ from typing import ClassVar
 
 import torch
 from torch import Tensor, nn
+from torchmetrics.functional.image import structural_similarity_index_measure
 
 from preempt.defenses.base import Defense
+from preempt.threat import distance
 
 
 class NonDifferentiableTransformError(RuntimeError):
@@ -45,6 +47,18 @@ class Identity(InputTransform):
 
     def transform(self, x: Tensor) -> Tensor:
         return x
+
+
+def output_variance(transform: InputTransform, x: Tensor) -> tuple[Tensor, Tensor]:
+    """Per image, how far two draws of g on the same images are apart (the second paper's Table 1): the L2
+    distance relative to the image's norm, as its l2 figures are, and SSIM. A deterministic g gives 0 and 1
+    without being run."""
+    if not transform.random:
+        return torch.zeros(len(x), device=x.device), torch.ones(len(x), device=x.device)
+    with torch.no_grad():
+        first, second = transform.transform(x), transform.transform(x)
+    l2 = distance(first, second, "L2") / x.flatten(start_dim=1).norm(dim=1).clamp_min(1e-12)
+    return l2, structural_similarity_index_measure(first, second, data_range=1.0, reduction="none")
 
 
 def remap(x: Tensor, rows: Tensor, cols: Tensor, fill: float) -> Tensor:

@@ -16,8 +16,8 @@ from torch import Tensor
 
 from preempt.constraints import AtLeastOne
 from preempt.receiver_defenses.base import InputTransform, remap
-from preempt.receiver_defenses.dct import quantize, read_table
-from preempt.receiver_defenses.feature_distillation import FEATURE_DISTILLATION_TABLE
+from preempt.receiver_defenses.dct import quantize
+from preempt.receiver_defenses.feature_distillation import quantization_table
 
 DistortionLimit = Annotated[float, Ge(0), Le(1)]
 
@@ -66,7 +66,7 @@ class DCTDistortion(InputTransform):
         self, table: str | None = None, distortion_limit: DistortionLimit = 0.25, grid_size: AtLeastOne = 8
     ) -> None:
         self.table_path = table
-        self.table = read_table(table) if table is not None else FEATURE_DISTILLATION_TABLE
+        self.table = quantization_table(table)
         self.distortion_limit = distortion_limit
         self.grid_size = grid_size
 

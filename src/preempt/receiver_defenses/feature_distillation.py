@@ -15,6 +15,11 @@ FEATURE_DISTILLATION_TABLE = torch.full((8, 8), 30.0, dtype=torch.float64)
 FEATURE_DISTILLATION_TABLE[:4, :4] = 25.0
 
 
+def quantization_table(path: str | None) -> Tensor:
+    """The table in the file at `path`, or Feature Distillation's when none is given."""
+    return read_table(path) if path is not None else FEATURE_DISTILLATION_TABLE
+
+
 class FeatureDistillation(InputTransform):
     """Deterministic quantization of each 8×8 block's DCT coefficients (a `table` file replaces FD's table)."""
 
@@ -24,7 +29,7 @@ class FeatureDistillation(InputTransform):
     @validate_call
     def __init__(self, table: str | None = None) -> None:
         self.table_path = table
-        self.table = read_table(table) if table is not None else FEATURE_DISTILLATION_TABLE
+        self.table = quantization_table(table)
 
     def transform(self, x: Tensor) -> Tensor:
         return quantize(x, self.table)

@@ -13,16 +13,14 @@ import argparse
 import statistics
 from pathlib import Path
 
-import numpy as np
 import torch
 from hydra import compose, initialize_config_dir
 from hydra.utils import instantiate
 from PIL import Image, ImageDraw
-from torchmetrics.functional.image import structural_similarity_index_measure
 
 from preempt.config import project_root, register_resolvers
-from preempt.receiver_defenses.base import InputTransform
-from preempt.threat import distance
+from preempt.receiver_defenses.base import InputTransform, output_variance
+from preempt.receiver_defenses.jpeg import to_uint8_images
 
 CONF_DIR = Path(project_root()) / "conf"
 DATASETS = ("digits", "cifar10_samples", "imagenet_samples")
@@ -46,14 +44,10 @@ def load_images(dataset: str) -> torch.Tensor:
         return instantiate(compose("main", overrides=[f"dataset={dataset}"]).dataset).images
 
 
-def output_variance(transform: InputTransform, images: torch.Tensor, seed: int) -> tuple[float, float]:
-    """Mean relative L2 and SSIM between two draws of g on the same images (0 and 1 for a deterministic g)."""
-    if not transform.random:
-        return 0.0, 1.0
+def mean_output_variance(transform: InputTransform, images: torch.Tensor, seed: int) -> tuple[float, float]:
+    """`output_variance` averaged over the images, under one seed."""
     torch.manual_seed(seed)
-    first, second = transform.transform(images), transform.transform(images)
-    l2 = distance(first, second, "L2") / distance(images, torch.zeros_like(images), "L2")
-    ssim = structural_similarity_index_measure(first, second, data_range=1.0, reduction="none")
+    l2, ssim = output_variance(transform, images)
     return float(l2.mean()), float(ssim.mean())
 
 
@@ -63,7 +57,7 @@ def variance_table(transforms: dict[str, InputTransform], images: torch.Tensor, 
         "|---|---|---|---|---|",
     ]
     for name, transform in transforms.items():
-        runs = [output_variance(transform, images, seed) for seed in seeds]
+        runs = [mean_output_variance(transform, images, seed) for seed in seeds]
         cells = []
         for values in zip(*runs, strict=True):
             cells.append(f"{statistics.fmean(values):.3f} [{min(values):.3f}–{max(values):.3f}]")
@@ -79,8 +73,8 @@ def gallery(transforms: dict[str, InputTransform], image: torch.Tensor, seed: in
     canvas = Image.new("RGB", (width * len(panels), height + LABEL_HEIGHT), "white")
     draw = ImageDraw.Draw(canvas)
     for i, (name, panel) in enumerate(panels.items()):
-        pixels = (panel.clamp(0, 1) * 255).round().byte().expand(3, -1, -1).permute(1, 2, 0).numpy()
-        tile = Image.fromarray(np.ascontiguousarray(pixels)).resize((width, height), Image.NEAREST)
+        pixels = to_uint8_images(panel.expand(3, -1, -1)[None])[0]
+        tile = Image.fromarray(pixels).resize((width, height), Image.NEAREST)
         canvas.paste(tile, (i * width, LABEL_HEIGHT))
         draw.text((i * width + 2, 1), name[: max(4, width // 6)], fill="black")
     return canvas

@@ -19,7 +19,7 @@ from hydra.utils import instantiate
 from omegaconf import DictConfig, OmegaConf, open_dict
 
 from preempt.config import register_resolvers
-from preempt.evaluation.module import SEED_STRIDE
+from preempt.evaluation.module import seed_batch
 from preempt.files import exit_cleanly_on_sigterm
 from preempt.receiver_defenses.dct import BLOCK, dct_coefficients, write_table
 from preempt.run import one_line_refusals, task_overrides
@@ -72,7 +72,7 @@ def learn_table(cfg: DictConfig) -> Path:
     for start in range(0, len(dataset), cfg.batch_size):
         images = dataset.images[start : start + cfg.batch_size]
         labels = dataset.labels[start : start + cfg.batch_size]
-        torch.manual_seed(cfg.seed * SEED_STRIDE + int(dataset.indices[start]))
+        seed_batch(cfg.seed, int(dataset.indices[start]))
         with torch.enable_grad():
             adversarial = attack(images, labels).detach()
         batch_counts, batch_unchanged = most_changed_frequency_counts(images, adversarial)
