@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 import sys
 from collections.abc import Callable
 from pathlib import Path
@@ -34,7 +35,12 @@ TRANSFORMS = [
 
 @pytest.fixture(scope="session")
 def zoo_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    """One digits-zoo cache for the whole session (and the subprocess runs), trained on first use."""
+    """One digits-zoo cache for the whole session (and the subprocess runs), trained on first use.
+
+    PREEMPT_TEST_ZOO=<folder> reuses a cache across sessions while developing (models are keyed by recipe).
+    """
+    if reused := os.environ.get("PREEMPT_TEST_ZOO"):
+        return Path(reused)
     return tmp_path_factory.mktemp("zoo")
 
 
@@ -107,6 +113,15 @@ def main_command(output_dir: Path, zoo_dir: Path, *overrides: str) -> list[str]:
         "trainer.enable_progress_bar=false",
         *overrides,
     ]
+
+
+def assert_in_budget(x_adv: torch.Tensor, x: torch.Tensor, eps: float, norm: str) -> None:
+    """Same shape and dtype, pixels in [0,1], every image within eps of its clean image in `norm`."""
+    from preempt.threat import distance
+
+    assert x_adv.shape == x.shape and x_adv.dtype == x.dtype
+    assert x_adv.min() >= 0 and x_adv.max() <= 1
+    assert (distance(x_adv, x, norm) <= eps + 1e-5).all()
 
 
 def accuracy(model: torch.nn.Module, x: torch.Tensor, y: torch.Tensor) -> float:

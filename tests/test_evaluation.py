@@ -25,9 +25,9 @@ def test_transmission_sends_8bit_images_and_reports_accuracy_both_ways(
     attacked: list[torch.Tensor] = []
     original = PreemptiveEvaluation.run_attack
 
-    def recording(self, x, y):
+    def recording(self, x, y, target=None):
         attacked.append(x.clone())
-        return original(self, x, y)
+        return original(self, x, y, target)
 
     monkeypatch.setattr(PreemptiveEvaluation, "run_attack", recording)
     cfg = compose_config(f"transmit_8bit={transmit_8bit}", "attack=pgd", "dataset.n_samples=16", "logger=none")
@@ -44,3 +44,60 @@ def test_transmission_sends_8bit_images_and_reports_accuracy_both_ways(
         assert "test/robust_acc_float" not in metrics
     saved = json.loads((Path(cfg.paths.output_dir) / "results.json").read_text())
     assert saved["config"]["transmit_8bit"] is transmit_8bit and saved["metrics"] == metrics
+
+
+def _evaluate(victim: torch.nn.Module, attack, digits_models, n_samples: int = 32) -> dict[str, float]:
+    """The test loop on real digits with no sender-side defense; returns the logged metrics."""
+    import functools
+
+    import lightning as L
+
+    from preempt.datasets.digits import digits
+    from preempt.defenses.base import NoDefense
+    from preempt.evaluation import EvaluationDataModule
+
+    mlp = digits_models["digits_mlp"]
+    module = PreemptiveEvaluation(mlp, mlp, victim, functools.partial(NoDefense), attack, num_classes=10)
+    trainer = L.Trainer(accelerator="cpu", devices=1, logger=False, enable_progress_bar=False, inference_mode=False)
+    trainer.test(module, datamodule=EvaluationDataModule(digits(n_samples=n_samples), batch_size=16), verbose=False)
+    return {key: float(value) for key, value in trainer.callback_metrics.items()}, module
+
+
+class _RoundedInput(torch.nn.Module):
+    """A victim behind input rounding whose input gradient is exactly zero (masked gradients, as a careless
+    implementation of a quantizing defense would give)."""
+
+    def __init__(self, victim: torch.nn.Module) -> None:
+        super().__init__()
+        self.victim = victim
+
+    def forward(self, x):
+        return self.victim(torch.round(x * 4) / 4 + 0 * x)
+
+
+def test_masked_gradients_raise_autoattacks_zero_gradient_flag(digits_models) -> None:
+    import functools
+
+    from preempt.attacks.pgd import PGD
+
+    attack = functools.partial(PGD, eps=0.2, norm="Linf", steps=5)
+    masked, _ = _evaluate(_RoundedInput(digits_models["digits_mlp"]), attack, digits_models)
+    plain, _ = _evaluate(digits_models["digits_mlp"], attack, digits_models)
+    assert masked["test/check_zero_gradients"] == 1 and plain["test/check_zero_gradients"] == 0
+    assert masked["test/robust_acc"] > plain["test/robust_acc"] + 0.3  # the "win" the flag makes visible
+    assert plain["test/check_randomized"] == plain["test/check_probability_output"] == 0
+
+
+def test_targeted_attack_reports_success_and_per_round_curves(digits_models) -> None:
+    import functools
+
+    from preempt.attacks.pgd import PGD
+
+    attack = functools.partial(PGD, eps=0.3, norm="Linf", steps=4, targeted=True, early_stop=True, record_every=2)
+    metrics, module = _evaluate(digits_models["digits_mlp"], attack, digits_models)
+    assert module.rounds["round"] == [2, 4]
+    assert module.rounds["attack_success_rate"][-1] == pytest.approx(metrics["test/attack_success_rate"])
+    assert 0.5 <= metrics["test/attack_success_rate"] <= 1 - metrics["test/robust_acc"] + 1e-9
+    again, _ = _evaluate(digits_models["digits_mlp"], attack, digits_models)
+    timing = "test/defense_seconds_per_image"
+    assert {**again, timing: 0} == {**metrics, timing: 0}  # targets are drawn from the batch's seed

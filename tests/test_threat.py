@@ -1,19 +1,19 @@
 import pytest
 import torch
 
-from preempt.threat import distance, project, random_uniform, steepest_direction, validate_budget
+from preempt.threat import NORMS, distance, project, radius, random_uniform, steepest_direction, validate_budget
 
 
-@pytest.mark.parametrize("norm", ["Linf", "L2"])
+@pytest.mark.parametrize("norm", NORMS)
 def test_random_uniform_stays_in_ball(norm: str) -> None:
     x = torch.rand(64, 3, 8, 8)
-    noise = random_uniform(x.shape, 0.3, norm, like=x)
+    noise = random_uniform(x, 0.3, norm)
     assert noise.shape == x.shape
     assert (distance(x + noise, x, norm) <= 0.3 + 1e-6).all()
     assert distance(x + noise, x, norm).mean() > 0.1  # fills the ball, not just its center
 
 
-@pytest.mark.parametrize("norm", ["Linf", "L2"])
+@pytest.mark.parametrize("norm", NORMS)
 def test_project_lands_in_ball_and_box(norm: str) -> None:
     center = torch.rand(16, 1, 5, 5)
     far = center + 5 * torch.randn_like(center)
@@ -33,8 +33,27 @@ def test_steepest_direction_has_unit_norm() -> None:
 
 @pytest.mark.parametrize(
     ("eps", "norm", "message"),
-    [(8, "Linf", "8/255"), (0, "Linf", "positive"), (-0.1, "L2", "positive"), (0.1, "L1", "not supported")],
+    [
+        (8, "Linf", "8/255"),
+        (0, "Linf", "positive"),
+        (-0.1, "L2", "positive"),
+        (0.1, "L1", "not supported"),
+        (1.5, "normalized_L2", "fraction of each image's L2 norm"),
+    ],
 )
 def test_bad_budgets_name_the_fix(eps: float, norm: str, message: str) -> None:
     with pytest.raises(ValueError, match=message):
         validate_budget(eps, norm)
+
+
+def test_normalized_l2_is_relative_to_each_images_own_norm() -> None:
+    """Guo et al.'s dissimilarity ‖x′−x‖₂ / ‖x‖₂: a bright image may move further than a dark one."""
+    dark, bright = torch.full((1, 1, 4, 4), 0.1), torch.full((1, 1, 4, 4), 0.7)
+    center = torch.cat([dark, bright])
+    assert torch.allclose(radius(0.05, "normalized_L2", center), 0.05 * center.flatten(1).norm(dim=1))
+    far = center + torch.randn_like(center)
+    projected = project(far, center, 0.05, "normalized_L2")
+    l2 = distance(projected, center, "L2")
+    assert torch.allclose(l2, 0.05 * center.flatten(1).norm(dim=1), rtol=1e-4)
+    assert l2[1] > 6 * l2[0]
+    assert torch.allclose(distance(projected, center, "normalized_L2"), torch.full((2,), 0.05), rtol=1e-4)

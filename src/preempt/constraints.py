@@ -28,7 +28,8 @@ def read_fraction(value: object) -> object:
     return value
 
 
-Norm = Literal["Linf", "L2"]
+# normalized_L2: ‖x′−x‖₂ / ‖x‖₂ ≤ eps per image (Guo et al.'s dissimilarity, the second paper's budget).
+Norm = Literal["Linf", "L2", "normalized_L2"]
 # A budget in [0,1] pixel units; whether it fits the norm is checked by `threat.validate_budget`.
 Eps = Annotated[float, BeforeValidator(read_fraction), Gt(0)]
 AtLeastOne = Annotated[int, Ge(1)]

@@ -25,6 +25,7 @@ COLUMNS = (
     ("test/clean_acc", "clean acc", "{:.3f}"),
     ("test/protected_clean_acc", "protected clean acc", "{:.3f}"),
     ("test/robust_acc", "robust acc", "{:.3f}"),
+    ("test/attack_success_rate", "ASR", "{:.3f}"),
     ("test/protected_clean_acc_float", "protected clean acc (float)", "{:.3f}"),
     ("test/robust_acc_float", "robust acc (float)", "{:.3f}"),
     ("test/ssim", "SSIM", "{:.3f}"),
@@ -34,6 +35,9 @@ COLUMNS = (
     ("test/defense_seconds_per_image", "defense s/img", "{:.4f}"),
 )
 
+
+CHECK_PREFIX = "test/check_"
+CHECKS_HEADER = "sanity flags"
 
 # Libraries whose version can change a number in results.json.
 RECORDED_PACKAGES = (
@@ -103,7 +107,11 @@ def build_results(
     wall_seconds: float,
     overrides: list[str] = (),
     warnings: list[str] = (),
+    rounds: dict[str, list] | None = None,
 ) -> dict:
+    """The run, its metrics and its config; AutoAttack's sanity checks as `sanity_checks` (flag -> fired), and an
+    iterative attack's per-round accuracy and success rate as `rounds`."""
+    checks = {key.removeprefix(CHECK_PREFIX): value > 0 for key, value in metrics.items() if CHECK_PREFIX in key}
     return {
         "run": {
             "overrides": list(overrides),
@@ -123,6 +131,8 @@ def build_results(
             "warnings": list(warnings),
         },
         "metrics": metrics,
+        "sanity_checks": checks,
+        "rounds": rounds,
         "config": config,
     }
 
@@ -150,14 +160,24 @@ def run_parts(run: dict) -> tuple[str, str, str]:
 PART_HEADER = ["defense", "receiver defense", "attack"]
 
 
+def fired_checks(results: list[dict]) -> str:
+    """The sanity flags any of these runs raised, "none", or "—" for runs from before the checks existed."""
+    recorded = [result["sanity_checks"] for result in results if result.get("sanity_checks")]
+    if not recorded:
+        return "—"
+    fired = sorted({flag for checks in recorded for flag, value in checks.items() if value})
+    return ", ".join(fired) or "none"
+
+
 def format_table(results: list[dict]) -> str:
     """A Markdown table, one row per run, of the metrics the papers report."""
     rows = []
     for result in results:
         run, metrics = result["run"], result["metrics"]
         cells = [fmt.format(metrics[key]) if key in metrics else "—" for key, _, fmt in COLUMNS]
-        rows.append([*run_parts(run), str(run["n_samples"]), *cells, " ".join(run.get("overrides", []))])
-    return _markdown([*PART_HEADER, "n", *(title for _, title, _ in COLUMNS), "overrides"], rows)
+        overrides = " ".join(run.get("overrides", []))
+        rows.append([*run_parts(run), str(run["n_samples"]), *cells, fired_checks([result]), overrides])
+    return _markdown([*PART_HEADER, "n", *(title for _, title, _ in COLUMNS), CHECKS_HEADER, "overrides"], rows)
 
 
 def format_seed_spread(results: list[dict]) -> str:
@@ -183,8 +203,9 @@ def format_seed_spread(results: list[dict]) -> str:
                 f"{fmt.format(statistics.fmean(values))} [{fmt.format(min(values))}–{fmt.format(max(values))}]"
             )
         seeds = ",".join(str(seed) for seed in sorted(run["run"].get("seed") for run in runs))
-        rows.append([defense, receiver_defense, attack, str(n_samples), seeds, *cells, " ".join(setting)])
-    header = [*PART_HEADER, "n", "seeds", *(title for _, title, _ in COLUMNS), "overrides (but seed)"]
+        parts = [defense, receiver_defense, attack, str(n_samples), seeds]
+        rows.append([*parts, *cells, fired_checks(runs), " ".join(setting)])
+    header = [*PART_HEADER, "n", "seeds", *(title for _, title, _ in COLUMNS), CHECKS_HEADER, "overrides (but seed)"]
     return _markdown(header, rows)
 
 

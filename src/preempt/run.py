@@ -131,6 +131,7 @@ def evaluate(cfg: DictConfig) -> dict | None:
         wall_seconds=time.perf_counter() - started,
         overrides=task_overrides(),
         warnings=warnings,
+        rounds=module.rounds,
     )
     table = format_table(load_results([write_json_atomically(results, output_dir / RESULTS_FILE)]))
     write_text_atomically(table + "\n", output_dir / TABLE_FILE)

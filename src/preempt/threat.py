@@ -1,6 +1,8 @@
 """Perturbation budgets in [0,1] pixel space: validation, random starts, steps and projections.
 
-Attacks and defenses share these so that "eps" and "norm" mean exactly the same thing everywhere.
+Attacks and defenses share these so that "eps" and "norm" mean exactly the same thing everywhere. The norm
+`normalized_L2` is Guo et al.'s normalized L2 dissimilarity, ‖x′−x‖₂ / ‖x‖₂ (the second paper's budget, 0.05):
+an L2 ball whose radius is eps times each image's own L2 norm.
 """
 
 from __future__ import annotations
@@ -8,7 +10,7 @@ from __future__ import annotations
 import torch
 from torch import Tensor
 
-NORMS = ("Linf", "L2")
+NORMS = ("Linf", "L2", "normalized_L2")
 
 
 def validate_budget(eps: float, norm: str) -> None:
@@ -22,6 +24,11 @@ def validate_budget(eps: float, norm: str) -> None:
             f"Linf eps={eps} is larger than the whole [0,1] pixel range. Pixels are in [0,1]: write 8/255 "
             f"as threat.eps=8/255 on the command line or ${{div:8,255}} in a config."
         )
+    if norm == "normalized_L2" and eps > 1:
+        raise ValueError(
+            f"normalized_L2 eps={eps} allows a perturbation larger than the image itself: it is a fraction of each "
+            f"image's L2 norm (the second paper uses 0.05)."
+        )
 
 
 def _per_sample(x: Tensor) -> Tensor:
@@ -32,21 +39,31 @@ def _view_like(values: Tensor, x: Tensor) -> Tensor:
     return values.view(-1, *([1] * (x.dim() - 1)))
 
 
+def radius(eps: float, norm: str, center: Tensor) -> float | Tensor:
+    """The ball's radius around each image: eps, or eps·‖center‖₂ per image for `normalized_L2`."""
+    if norm == "normalized_L2":
+        return eps * _per_sample(center).norm(dim=1)
+    return eps
+
+
 def distance(a: Tensor, b: Tensor, norm: str) -> Tensor:
-    """Per-sample distance between two batches in the given norm."""
+    """Per-sample distance of `a` from the reference batch `b` in the given norm (relative to ‖b‖ when normalized)."""
     diff = _per_sample(a - b)
-    return diff.abs().amax(dim=1) if norm == "Linf" else diff.norm(p=2, dim=1)
-
-
-def random_uniform(shape: torch.Size, eps: float, norm: str, like: Tensor) -> Tensor:
-    """Noise drawn uniformly from the eps-ball (the random start of FGSM/PGD)."""
     if norm == "Linf":
-        return (torch.rand(shape, device=like.device, dtype=like.dtype) * 2 - 1) * eps
-    direction = torch.randn(shape, device=like.device, dtype=like.dtype)
+        return diff.abs().amax(dim=1)
+    l2 = diff.norm(p=2, dim=1)
+    return l2 / _per_sample(b).norm(dim=1).clamp_min(1e-12) if norm == "normalized_L2" else l2
+
+
+def random_uniform(center: Tensor, eps: float, norm: str) -> Tensor:
+    """Noise drawn uniformly from the eps-ball around `center` (the random start of FGSM/PGD)."""
+    if norm == "Linf":
+        return (torch.rand_like(center) * 2 - 1) * eps
+    direction = torch.randn_like(center)
     direction = direction / _view_like(_per_sample(direction).norm(dim=1).clamp_min(1e-12), direction)
     dims = direction[0].numel()
-    radius = eps * torch.rand(shape[0], device=like.device, dtype=like.dtype) ** (1.0 / dims)
-    return direction * _view_like(radius, direction)
+    fraction = torch.rand(center.shape[0], device=center.device, dtype=center.dtype) ** (1.0 / dims)
+    return direction * _view_like(fraction * radius(eps, norm, center), direction)
 
 
 def steepest_direction(grad: Tensor, norm: str) -> Tensor:
@@ -62,6 +79,6 @@ def project(x_perturbed: Tensor, center: Tensor, eps: float, norm: str) -> Tenso
     if norm == "Linf":
         delta = delta.clamp(-eps, eps)
     else:
-        scale = (eps / _per_sample(delta).norm(dim=1).clamp_min(1e-12)).clamp(max=1.0)
+        scale = (radius(eps, norm, center) / _per_sample(delta).norm(dim=1).clamp_min(1e-12)).clamp(max=1.0)
         delta = delta * _view_like(scale, delta)
     return (center + delta).clamp(0.0, 1.0)

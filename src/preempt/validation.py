@@ -274,7 +274,8 @@ def check_roles(container: dict) -> None:
 
 
 def check_receiver_defense(container: dict, transform: Any, attack: Any) -> list[str]:
-    """The receiver-side part must be an input transform, and a gradient attack must be able to follow it."""
+    """The receiver-side part must be an input transform, a gradient attack must be able to follow it, and BPDA
+    and EOT must have a transform to approximate or average."""
     name = option_name(container, "receiver_defense")
     if not isinstance(transform, InputTransform):
         raise ConfigError(
@@ -282,12 +283,28 @@ def check_receiver_defense(container: dict, transform: Any, attack: Any) -> list
             f"classifies g(x) without labels or a backbone. Put sender-side defenses in defense=, e.g. defense={name}"
         )
     oblivious = container["threat"]["oblivious"]
+    attack_name = option_name(container, "attack")
+    seen = not isinstance(transform, Identity) and not oblivious  # the attacker sees (and attacks through) g
+    if getattr(attack, "approximation", "none") == "learned" and not seen:
+        raise ConfigError(
+            f"attack={attack_name} with attack.approximation=learned imitates the receiver-side defense, and "
+            f"{'the attack is oblivious of it' if oblivious else 'there is none'}: set receiver_defense=<transform> "
+            f"(and threat.oblivious=false), or attack.approximation=identity"
+        )
+    warnings = []
+    if getattr(attack, "eot_samples", 1) > 1 and not (seen and transform.random):
+        warnings.append(
+            f"attack.eot_samples={attack.eot_samples} averages over draws of a random receiver-side defense, and the "
+            f"attack sees no random one here: every draw gives the same gradient; attack.eot_samples=1 is as strong "
+            f"and {attack.eot_samples}× faster"
+        )
     if isinstance(transform, Identity):
-        return ["threat.oblivious=true changes nothing without a receiver_defense"] if oblivious else []
+        if oblivious:
+            warnings.append("threat.oblivious=true changes nothing without a receiver_defense")
+        return warnings
     if not transform.differentiable and not oblivious and getattr(attack, "needs_gradients", False):
-        attack_name = option_name(container, "attack")
         raise ConfigError(f"receiver_defense={name} with attack={attack_name}: {bpda_hint(transform)}")
-    return []
+    return warnings
 
 
 def dataset_warnings(container: dict) -> list[str]:

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import logging
-from typing import Literal
+from typing import ClassVar, Literal
 
 import torch
 from pydantic import validate_call
@@ -12,13 +12,30 @@ from torch import Tensor, nn
 from preempt.attacks.base import Attack
 from preempt.constraints import ARBITRARY_TYPES, Eps, Norm
 
+PACKAGE_LOGGER = "auto-attack"
+# The package's own words when Square beats its white-box attacks (checks.check_square_sr).
+SQUARE_MESSAGE = "Square Attack has decreased the robust accuracy"
+
+
+class _Messages(logging.Handler):
+    def __init__(self) -> None:
+        super().__init__(level=logging.WARNING)
+        self.messages: list[str] = []
+
+    def emit(self, record: logging.LogRecord) -> None:
+        self.messages.append(record.getMessage())
+
 
 class AutoAttack(Attack):
-    """Standard (APGD-CE, APGD-T, FAB-T, Square) or rand (APGD-CE, APGD-DLR with EOT 20).
+    """Standard (APGD-CE, APGD-T, FAB-T, Square) or rand (APGD-CE, APGD-DLR with EOT 20); untargeted only.
 
     The package's seed is taken from torch's current seed, which the evaluation loop sets per batch from
     the sample indices: the attack then gives the same result whatever the batch order or process count.
+    The package's warnings are kept in `package_warnings` rather than printed per batch; the evaluation runs
+    the same checks once and reports them (`square_beat_white_box` is the one only a full run can tell).
     """
+
+    norms: ClassVar[tuple[str, ...]] = ("Linf", "L2")
 
     @validate_call(config=ARBITRARY_TYPES)
     def __init__(
@@ -26,14 +43,26 @@ class AutoAttack(Attack):
     ) -> None:
         super().__init__(model, eps, norm)
         self.version = version
-        # The package reports progress on this logger at DEBUG; keep our runs' output readable.
-        logging.getLogger("auto-attack").setLevel(logging.WARNING)
+        self.package_warnings: list[str] = []
 
-    def __call__(self, x: Tensor, y: Tensor) -> Tensor:
+    @property
+    def square_beat_white_box(self) -> bool:
+        return any(SQUARE_MESSAGE in message for message in self.package_warnings)
+
+    def perturb(self, x: Tensor, y: Tensor, target: Tensor | None) -> Tensor:
         from pyautoattack import AutoAttack as PackageAutoAttack
 
         adversary = PackageAutoAttack(
             self.model, eps=self.eps, norm=self.norm, version=self.version, device=x.device, seed=torch.initial_seed()
         )
-        x_adv, _ = adversary.run_standard_evaluation(x.detach(), y, batch_size=len(x))
-        return x_adv.detach()
+        package_logger = logging.getLogger(PACKAGE_LOGGER)
+        handler, propagate = _Messages(), package_logger.propagate
+        package_logger.addHandler(handler)
+        package_logger.propagate = False  # progress is at DEBUG and checks are reported once by the evaluation
+        try:
+            x_adv, _ = adversary.run_standard_evaluation(x, y, batch_size=len(x))
+        finally:
+            package_logger.removeHandler(handler)
+            package_logger.propagate = propagate
+        self.package_warnings += handler.messages
+        return x_adv

@@ -1,35 +1,151 @@
-"""The call shape every attack shares (torchattacks/AutoAttack style)."""
+"""The call shape every attack shares (torchattacks/AutoAttack style), and the round loop of iterative ones."""
 
 from __future__ import annotations
 
 from abc import ABC, abstractmethod
+from dataclasses import dataclass
 from typing import ClassVar
 
+import torch
 from torch import Tensor, nn
 
 from preempt.constraints import Eps, Norm
-from preempt.threat import validate_budget
+from preempt.threat import NORMS, project, validate_budget
+
+
+def random_targets(y: Tensor, num_classes: int) -> Tensor:
+    """A target per image drawn uniformly among its wrong classes, from torch's (per-batch seeded) generator."""
+    return (y + torch.randint(1, num_classes, y.shape, device=y.device)) % num_classes
+
+
+def attack_succeeded(predictions: Tensor, y: Tensor, target: Tensor | None) -> Tensor:
+    """Untargeted success is any misclassification; targeted success is the target predicted."""
+    return predictions == target if target is not None else predictions != y
+
+
+def predict(model: nn.Module, x: Tensor) -> Tensor:
+    with torch.no_grad():
+        return model(x).argmax(dim=1)
 
 
 class Attack(ABC):
-    """Perturbs images within an eps-ball in `norm` to make `model` misclassify them.
+    """Perturbs images within an eps-ball in `norm` to make `model` misclassify them (or predict a target).
 
+    `attack(x, y)` returns adversarial images for clean images `x` in [0,1] with true labels `y`; a targeted
+    attack (`targeted=True`) is given `target=` or draws one per image among the wrong classes.
     Constructors check every setting and must not touch the model: the config validation builds each attack
     once with `model=None` to refuse bad settings before any model exists. `needs_gradients` says whether it
     follows the model's input gradients, which a non-differentiable receiver-side defense does not have.
     """
 
     needs_gradients: ClassVar[bool] = True
+    norms: ClassVar[tuple[str, ...]] = NORMS
+    targeted: bool = False
 
-    def __init__(self, model: nn.Module | None, eps: Eps, norm: Norm) -> None:
+    def __init__(self, model: nn.Module | None, eps: Eps, norm: Norm, targeted: bool = False) -> None:
         validate_budget(eps, norm)
+        if norm not in self.norms:
+            raise ValueError(
+                f"{type(self).__name__} works in {' or '.join(self.norms)}, not norm={norm}: set threat.norm="
+                f"{self.norms[0]} (and a threat.eps meant for it), or pick another attack"
+            )
         self.model = model
         self.eps = eps
         self.norm = norm
+        self.targeted = targeted
+
+    @property
+    def gradient_model(self) -> nn.Module:
+        """The model whose input gradients the attack follows (BPDA replaces the receiver's transform in it)."""
+        return self.model
+
+    def __call__(self, x: Tensor, y: Tensor, target: Tensor | None = None) -> Tensor:
+        if not self.targeted:
+            target = None
+        elif target is None:
+            with torch.no_grad():
+                target = random_targets(y, self.model(x[:1]).shape[1])
+        return self.perturb(x.detach(), y, target).detach()
 
     @abstractmethod
-    def __call__(self, x: Tensor, y: Tensor) -> Tensor:
-        """Adversarial images for clean images `x` in [0,1] with true labels `y`."""
+    def perturb(self, x: Tensor, y: Tensor, target: Tensor | None) -> Tensor:
+        """Adversarial images; untargeted when `target` is None."""
+
+
+@dataclass(frozen=True)
+class RoundRecord:
+    """How many images of one batch were classified correctly, and attacked successfully, after each round."""
+
+    rounds: tuple[int, ...]
+    correct: Tensor
+    success: Tensor
+    total: int
+
+
+class IterativeAttack(Attack):
+    """An attack made of rounds; optionally stops each image at its first success and records every k-th round.
+
+    With `early_stop` an image keeps its first successful example (the second paper's protocol: stop when the
+    AE is predicted as the target within the budget), so its success and accuracy never change afterwards.
+    With `record_every=k`, `record` holds the batch's counts after rounds k, 2k, ... and the last (Figure 3).
+    Success is judged by `model`, the model under attack (for a random receiver-side defense, one draw).
+    """
+
+    def __init__(
+        self,
+        model: nn.Module | None,
+        eps: Eps,
+        norm: Norm,
+        steps: int,
+        targeted: bool = False,
+        early_stop: bool = False,
+        record_every: int | None = None,
+    ) -> None:
+        super().__init__(model, eps, norm, targeted)
+        self.steps = steps
+        self.early_stop = early_stop
+        self.record_every = record_every
+        self.record: RoundRecord | None = None
+
+    @property
+    def recorded_rounds(self) -> tuple[int, ...]:
+        if self.record_every is None:
+            return ()
+        return tuple(r for r in range(1, self.steps + 1) if r % self.record_every == 0 or r == self.steps)
+
+    def start(self, x: Tensor) -> Tensor:
+        """The first iterate (before any round)."""
+        return x
+
+    @abstractmethod
+    def step(self, x_adv: Tensor, x: Tensor, goal: Tensor, toward_goal: bool) -> Tensor:
+        """One round on the still-active images: raise the loss on `goal` labels, or lower it if `toward_goal`."""
+
+    def perturb(self, x: Tensor, y: Tensor, target: Tensor | None) -> Tensor:
+        goal = target if target is not None else y
+        x_adv = project(self.start(x), x, self.eps, self.norm)
+        recorded = self.recorded_rounds
+        watching = self.early_stop or bool(recorded)
+        active = torch.ones(len(x), dtype=torch.bool, device=x.device)
+        predictions = torch.empty_like(y)
+        correct, success = [], []
+        for round_ in range(1, self.steps + 1):
+            index = active.nonzero().squeeze(1)
+            if len(index):
+                x_adv = x_adv.index_copy(0, index, self.step(x_adv[index], x[index], goal[index], target is not None))
+                if watching:
+                    predictions[index] = predict(self.model, x_adv[index])
+            if not watching:
+                continue
+            succeeded = attack_succeeded(predictions, y, target)
+            if self.early_stop:
+                active &= ~succeeded
+            if round_ in recorded:
+                correct.append(int((predictions == y).sum()))
+                success.append(int(succeeded.sum()))
+        if recorded:
+            self.record = RoundRecord(recorded, torch.tensor(correct), torch.tensor(success), len(x))
+        return x_adv
 
 
 class NoAttack:
@@ -37,9 +153,10 @@ class NoAttack:
 
     norm = "Linf"
     needs_gradients = False
+    targeted = False
 
     def __init__(self, model: nn.Module | None) -> None:
         self.model = model
 
-    def __call__(self, x: Tensor, y: Tensor) -> Tensor:
+    def __call__(self, x: Tensor, y: Tensor, target: Tensor | None = None) -> Tensor:
         return x

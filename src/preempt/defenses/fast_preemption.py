@@ -2,17 +2,16 @@
 
 from __future__ import annotations
 
-import torch
-import torch.nn.functional as F
 from pydantic import validate_call
 from torch import Tensor, nn
 
+from preempt.attacks.fgsm import fgsm_step
 from preempt.constraints import ARBITRARY_TYPES, AtLeastOne, Eps, NonNegative, Norm, StepFraction
 from preempt.defenses.base import Defense
-from preempt.threat import project, random_uniform, steepest_direction, validate_budget
+from preempt.threat import project, random_uniform, validate_budget
 
-LOWER_LOSS = -1.0  # forward propagation (Eq. 10): FGSM that moves away from the wrong classes
-RAISE_LOSS = +1.0  # backward propagation (Eq. 8): FGSM attack whose perturbation is then reversed
+LOWER_LOSS = True  # forward propagation (Eq. 10): FGSM that moves away from the wrong classes
+RAISE_LOSS = False  # backward propagation (Eq. 8): FGSM attack whose perturbation is then reversed
 
 
 class FastPreemption(Defense):
@@ -67,13 +66,12 @@ class FastPreemption(Defense):
             x_t = project(x_t - self.eta * self.averaged_fgsm(x_t, x, labels, RAISE_LOSS), x, self.eps, self.norm)
         return x_t
 
-    def averaged_fgsm(self, x_t: Tensor, x: Tensor, labels: Tensor, direction: float) -> Tensor:
+    def averaged_fgsm(self, x_t: Tensor, x: Tensor, labels: Tensor, lower_loss: bool) -> Tensor:
         """Mean over N random starts of (FGSM example − x_t): Algorithm 1, steps 4–9 and 15–20."""
         batch, n = x_t.shape[0], self.n_samples
-        copies = x_t.repeat_interleave(n, dim=0)  # [x_0 × N, x_1 × N, ...]: one pass for all starts
-        starts = (copies + random_uniform(copies.shape, self.eps, self.norm, like=copies)).requires_grad_(True)
-        loss = F.cross_entropy(self.backbone(starts), labels.repeat_interleave(n), reduction="sum")
-        (grad,) = torch.autograd.grad(loss, starts)
-        step = direction * self.eps * steepest_direction(grad, self.norm)
-        stepped = project(starts.detach() + step, x.repeat_interleave(n, dim=0), self.eps, self.norm)
+        center = x.repeat_interleave(n, dim=0)  # [x_0 × N, x_1 × N, ...]: one pass for all starts
+        starts = x_t.repeat_interleave(n, dim=0) + random_uniform(center, self.eps, self.norm)
+        stepped = fgsm_step(
+            self.backbone, starts, labels.repeat_interleave(n), self.eps, center, self.eps, self.norm, lower_loss
+        )
         return stepped.view(batch, n, *x_t.shape[1:]).mean(dim=1) - x_t

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import logging
 import time
 from collections.abc import Callable
 
@@ -12,12 +13,15 @@ from torchmetrics import MaxMetric, MeanMetric
 from torchmetrics.classification import MulticlassAccuracy
 from torchmetrics.image import StructuralSimilarityIndexMeasure
 
-from preempt.attacks.base import Attack, NoAttack
+from preempt.attacks.base import Attack, IterativeAttack, NoAttack, attack_succeeded, random_targets
 from preempt.defenses.base import Defense, bind_defense
+from preempt.evaluation.metrics import RoundCurves
+from preempt.evaluation.sanity import FLAG_ADVICE, FLAGS, sanity_flags
 from preempt.models.ground_truth import GroundTruth
 from preempt.receiver_defenses.base import Identity, InputTransform, ReceiverDefended, output_variance
 from preempt.threat import distance
 
+log = logging.getLogger(__name__)
 # Per-batch seeds are spaced by this prime, so (run seed, first sample index) pairs never collide.
 SEED_STRIDE = 1_000_003
 
@@ -42,6 +46,10 @@ class PreemptiveEvaluation(L.LightningModule):
     batch order or on how many processes share the work. With `transmit_8bit` the protected images are sent
     as 8-bit pixels (as a saved PNG would carry them): the main metrics score what is sent, and the
     `*_float` metrics score the unrounded protection under the same attack.
+    A targeted attack gets a target per image drawn among the wrong classes (seeded with the batch), and
+    `attack_success_rate` counts the target predicted; untargeted, any misclassification. On its first batch
+    each process runs AutoAttack's sanity checks on the model the attack differentiates (`check_*` flags).
+    An iterative attack with `record_every` adds its accuracy and success rate per round (`rounds`).
     """
 
     def __init__(
@@ -75,6 +83,7 @@ class PreemptiveEvaluation(L.LightningModule):
         self.attack = attack(model=victim if oblivious else self.receiver)
         self.seed = seed
         self.transmit_8bit = transmit_8bit
+        self.num_classes = num_classes
 
         def accuracy() -> MulticlassAccuracy:
             return MulticlassAccuracy(num_classes=num_classes, average="micro")
@@ -92,6 +101,15 @@ class PreemptiveEvaluation(L.LightningModule):
         self.attack_distance = MaxMetric()
         self.receiver_variance_l2 = MeanMetric()
         self.receiver_variance_ssim = MeanMetric()
+        self.attacked = not isinstance(self.attack, NoAttack)
+        if self.attacked:
+            self.attack_success_rate = MeanMetric()
+            for flag in FLAGS:
+                setattr(self, f"check_{flag}", MaxMetric())
+        recorded = self.attack.recorded_rounds if isinstance(self.attack, IterativeAttack) else ()
+        self.round_curves = RoundCurves(recorded) if recorded else None
+        self.rounds: dict[str, list] | None = None
+        self.checked = self.square_reported = False
 
     def labels(self, x: Tensor, y: Tensor) -> Tensor:
         """The sender's labels: the classifier's predictions, or the truth for the ground-truth ablation."""
@@ -124,7 +142,10 @@ class PreemptiveEvaluation(L.LightningModule):
         labels = self.labels(x, y)
         protected, seconds = self.protect(x, labels)
         sent = to_8bit(protected) if self.transmit_8bit else protected
-        adversarial = self.run_attack(sent, y)
+        target = random_targets(y, self.num_classes) if self.attack.targeted else None
+        adversarial = self.run_attack(sent, y, target)
+        if self.round_curves is not None:
+            self.round_curves.update(self.attack.record)
 
         self.classifier_acc(labels, y)
         self.clean_acc(self.predict(x), y)
@@ -149,13 +170,42 @@ class PreemptiveEvaluation(L.LightningModule):
             "receiver_variance_l2",
             "receiver_variance_ssim",
         ]
+        if self.attacked:
+            self.attack_success_rate.update(attack_succeeded(self.predict(adversarial), y, target).float())
+            names += ["attack_success_rate", *self.check_sanity(sent, y)]
         if self.transmit_8bit:
             self.protected_clean_acc_float(self.predict(protected), y)
-            self.robust_acc_float(self.predict(self.run_attack(protected, y)), y)
+            self.robust_acc_float(self.predict(self.run_attack(protected, y, target)), y)
             names += ["protected_clean_acc_float", "robust_acc_float"]
         for name in names:
             self.log(f"test/{name}", getattr(self, name), on_step=False, on_epoch=True, batch_size=batch_size)
 
-    def run_attack(self, x: Tensor, y: Tensor) -> Tensor:
+    def run_attack(self, x: Tensor, y: Tensor, target: Tensor | None = None) -> Tensor:
         with torch.enable_grad():
-            return self.attack(x, y).detach()
+            return self.attack(x, y, target).detach()
+
+    def check_sanity(self, x: Tensor, y: Tensor) -> list[str]:
+        """AutoAttack's checks on this process's first batch (each later batch only adds AutoAttack's own
+        Square-versus-white-box report); returns the names of the flag metrics to log."""
+        if not self.checked:
+            self.checked = True
+            for flag, fired in sanity_flags(self.attack.gradient_model, x, y).items():
+                getattr(self, f"check_{flag}").update(float(fired))
+                if fired:
+                    log.warning("sanity check %s fired: %s", flag, FLAG_ADVICE[flag])
+        beaten = bool(getattr(self.attack, "square_beat_white_box", False))
+        if beaten and not self.square_reported:
+            self.square_reported = True
+            log.warning("sanity check square_beat_white_box fired: %s", FLAG_ADVICE["square_beat_white_box"])
+        self.check_square_beat_white_box.update(float(beaten))
+        return [f"check_{flag}" for flag in FLAGS]
+
+    def on_test_epoch_end(self) -> None:
+        """The per-round curves, reduced over processes (every process must take part), then logged as a table."""
+        if self.round_curves is None:
+            return
+        self.rounds = self.round_curves.compute()
+        rows = [list(row) for row in zip(*self.rounds.values(), strict=True)]
+        for logger in self.loggers:
+            if hasattr(logger, "log_table"):
+                logger.log_table(key="test/rounds", columns=list(self.rounds), data=rows)

@@ -77,8 +77,8 @@ def bpda_hint(transform: InputTransform) -> str:
     return (
         f"{type(transform).__name__} is not differentiable, so gradients through it are zero or meaningless. "
         f"Attack it with BPDA (Athalye et al.: forward through g, backward through an approximation such as the "
-        f"identity), or set threat.oblivious=true to attack the bare victim (an attacker who does not know the "
-        f"defense), or use attack=none to score clean accuracy only"
+        f"identity): attack=bpda, or attack=bpda_eot for a random g; or set threat.oblivious=true to attack the "
+        f"bare victim (an attacker who does not know the defense); or use attack=none to score clean accuracy only"
     )
 
 

@@ -1,0 +1,107 @@
+"""BPDA, EOT and BPDA+EOT (one attack, two gradient estimators) against receiver-side transforms on digits."""
+
+import pytest
+import torch
+from conftest import accuracy, assert_in_budget
+from torch import nn
+
+from preempt.attacks.adaptive import AdaptiveAttack, StraightThrough
+from preempt.attacks.ifgsm import IFGSM
+from preempt.receiver_defenses.base import NonDifferentiableTransformError, ReceiverDefended
+from preempt.receiver_defenses.bit_depth import BitDepth
+from preempt.receiver_defenses.random_crop import RandomCrop
+
+
+class AutogradThrough(nn.Module):
+    """victim(g(x)) with autograd through g as it is: what a naive attack differentiates (zero through rounding)."""
+
+    def __init__(self, victim: nn.Module, transform) -> None:
+        super().__init__()
+        self.victim, self.transform = victim, transform
+
+    def forward(self, x):
+        return self.victim(self.transform.transform(x))
+
+
+def fresh_draw_accuracy(model: nn.Module, x: torch.Tensor, y: torch.Tensor, draws: int = 10) -> float:
+    """Accuracy of a random receiver averaged over independent draws of its transform."""
+    return sum(accuracy(model, x, y) for _ in range(draws)) / draws
+
+
+def test_bpda_with_the_identity_breaks_a_quantizer_that_plain_gradients_cannot_move(
+    digits_models, digits_batch
+) -> None:
+    x, y = digits_batch
+    victim, quantizer = digits_models["digits_mlp"], BitDepth(bits=3)
+    receiver = ReceiverDefended(victim, quantizer)
+    naive = IFGSM(AutogradThrough(victim, quantizer), eps=0.2, steps=20)(x, y)
+    assert torch.equal(naive, x)  # rounding has a zero gradient almost everywhere: the attack never moves
+    torch.manual_seed(0)
+    bpda = AdaptiveAttack(receiver, eps=0.2, norm="Linf", steps=20, step_size=0.025, targeted=False)(x, y)
+    assert_in_budget(bpda, x, 0.2, "Linf")
+    assert accuracy(receiver, x, y) >= 0.85
+    assert accuracy(receiver, bpda, y) <= 0.1
+
+
+def test_eot_beats_a_random_transform_more_often_than_a_single_draw(digits_models, digits_batch) -> None:
+    x, y = digits_batch
+    receiver = ReceiverDefended(digits_models["digits_mlp"], RandomCrop(crop_fraction=0.75))
+    robust = {}
+    for samples in (1, 20):
+        torch.manual_seed(0)
+        attack = AdaptiveAttack(
+            receiver, eps=0.1, norm="Linf", steps=20, lr=1.0, approximation="none", eot_samples=samples,
+            targeted=False, early_stop=False, record_every=None,
+        )  # fmt: skip
+        robust[samples] = fresh_draw_accuracy(receiver, attack(x, y), y)
+    assert robust[20] < robust[1] - 0.03
+
+
+def test_bpda_eot_targets_hit_and_the_record_has_one_entry_per_round(digits_models, digits_batch) -> None:
+    x, y = digits_batch
+    receiver = ReceiverDefended(digits_models["digits_mlp"], BitDepth(bits=3))
+    target = (y + 1) % 10
+    attack = AdaptiveAttack(receiver, eps=0.3, norm="normalized_L2", steps=30, step_size=0.02, eot_samples=2)
+    torch.manual_seed(0)
+    x_adv = attack(x, y, target)
+    assert_in_budget(x_adv, x, 0.3, "normalized_L2")
+    record = attack.record
+    assert record.rounds == tuple(range(1, 31)) and len(record.correct) == len(record.success) == 30
+    assert (record.success.diff() >= 0).all()  # early stop keeps each first hit (accuracy may move: not targeted)
+    with torch.no_grad():
+        hit = receiver(x_adv).argmax(dim=1) == target
+    assert hit.float().mean() >= 0.7 and int(hit.sum()) == record.success[-1]
+
+
+def test_straight_through_is_g_forward_and_the_approximation_backward(digits_models, digits_batch) -> None:
+    x, _ = digits_batch
+    victim, quantizer = digits_models["digits_mlp"], BitDepth(bits=2)
+    model = StraightThrough(victim, quantizer, nn.Identity())
+    x = x[:4].clone().requires_grad_(True)
+    out = model(x)
+    assert torch.allclose(out, victim(quantizer(x)))
+    (grad,) = torch.autograd.grad(out[:, 0].sum(), x)
+    at_quantized = quantizer(x).requires_grad_(True)
+    (expected,) = torch.autograd.grad(victim(at_quantized)[:, 0].sum(), at_quantized)
+    assert torch.allclose(grad, expected)  # the victim's gradient at g(x), passed straight through g
+
+
+def test_without_bpda_a_non_differentiable_transform_raises(digits_models, digits_batch) -> None:
+    x, y = digits_batch
+    receiver = ReceiverDefended(digits_models["digits_mlp"], BitDepth())
+    attack = AdaptiveAttack(receiver, eps=0.1, norm="Linf", approximation="none", eot_samples=30, steps=1)
+    with pytest.raises(NonDifferentiableTransformError, match="attack=bpda"):
+        attack(x[:2], y[:2])
+
+
+def test_learned_approximation_needs_its_approximator(digits_models, digits_batch) -> None:
+    x, y = digits_batch
+    receiver = ReceiverDefended(digits_models["digits_mlp"], BitDepth())
+    attack = AdaptiveAttack(receiver, eps=0.1, norm="Linf", approximation="learned", steps=1)
+    with pytest.raises(ValueError, match="learn_approximator"):
+        attack(x[:2], y[:2])
+
+
+def test_bpda_declares_it_needs_no_gradient_through_g_and_eot_does() -> None:
+    assert not AdaptiveAttack(None, eps=0.05).needs_gradients
+    assert AdaptiveAttack(None, eps=0.05, approximation="none", eot_samples=30).needs_gradients

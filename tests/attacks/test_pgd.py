@@ -1,0 +1,86 @@
+"""PGD breaks the shipped standard ResNet-18 on real CIFAR-10 images, in every norm, targeted or not."""
+
+import torch
+from conftest import accuracy, assert_in_budget
+
+from preempt.attacks.base import NoAttack
+from preempt.attacks.pgd import PGD
+
+EPS = 8 / 255
+
+
+def test_shipped_resnet18_is_accurate_on_clean_samples(resnet18, cifar_batch) -> None:
+    x, y = cifar_batch
+    assert accuracy(resnet18, x, y) >= 0.85
+
+
+def test_pgd_linf_breaks_resnet18(resnet18, cifar_batch) -> None:
+    x, y = cifar_batch
+    torch.manual_seed(0)
+    x_adv = PGD(resnet18, eps=EPS, norm="Linf", steps=10)(x, y)
+    assert_in_budget(x_adv, x, EPS, "Linf")
+    assert accuracy(resnet18, x_adv, y) <= 0.05
+
+
+def test_pgd_l2_breaks_resnet18(resnet18, cifar_batch) -> None:
+    x, y = cifar_batch
+    torch.manual_seed(0)
+    x_adv = PGD(resnet18, eps=0.5, norm="L2", steps=10)(x, y)
+    assert_in_budget(x_adv, x, 0.5, "L2")
+    assert accuracy(resnet18, x_adv, y) <= 0.1
+
+
+def test_no_attack_is_identity(resnet18, cifar_batch) -> None:
+    x, y = cifar_batch
+    assert torch.equal(NoAttack(resnet18)(x, y), x)
+
+
+def test_targeted_pgd_hits_its_targets(resnet18, cifar_batch) -> None:
+    x, y = cifar_batch
+    target = (y + 1) % 10
+    torch.manual_seed(0)
+    x_adv = PGD(resnet18, eps=EPS, norm="Linf", steps=10, targeted=True)(x, y, target)
+    assert_in_budget(x_adv, x, EPS, "Linf")
+    with torch.no_grad():
+        assert (resnet18(x_adv).argmax(dim=1) == target).float().mean() >= 0.8
+
+
+def test_pgd_breaks_resnet18_within_the_second_papers_normalized_l2_budget(resnet18, cifar_batch) -> None:
+    x, y = cifar_batch
+    torch.manual_seed(0)
+    x_adv = PGD(resnet18, eps=0.05, norm="normalized_L2", steps=10)(x, y)
+    assert_in_budget(x_adv, x, 0.05, "normalized_L2")
+    assert accuracy(resnet18, x_adv, y) <= 0.1
+
+
+def test_early_stop_keeps_each_first_success_and_records_every_round(resnet18, cifar_batch) -> None:
+    """With early stop an image is frozen at its first success: accuracy can only fall, success only rise."""
+    x, y = cifar_batch
+    torch.manual_seed(0)
+    attack = PGD(resnet18, eps=EPS, norm="Linf", steps=6, step_size=EPS / 8, early_stop=True, record_every=1)
+    x_adv = attack(x, y)
+    record = attack.record
+    assert record.rounds == (1, 2, 3, 4, 5, 6) and record.total == len(x)
+    assert (record.correct.diff() <= 0).all() and (record.success.diff() >= 0).all()
+    assert record.correct[-1] < record.correct[0]  # the small steps need several rounds: the curve moves
+    with torch.no_grad():
+        assert int((resnet18(x_adv).argmax(dim=1) != y).sum()) == record.success[-1]
+
+
+def test_record_every_k_keeps_the_last_round() -> None:
+    attack = PGD(None, eps=EPS, steps=10, record_every=4)
+    assert attack.recorded_rounds == (4, 8, 10)
+    assert PGD(None, eps=EPS, steps=10).recorded_rounds == ()
+
+
+def test_a_targeted_attack_without_targets_draws_wrong_classes(digits_models, digits_batch) -> None:
+    x, y = digits_batch
+    model = digits_models["digits_mlp"]
+    attack = PGD(model, eps=0.3, steps=10, targeted=True, early_stop=True, record_every=10)
+    torch.manual_seed(0)
+    first = attack(x, y)
+    torch.manual_seed(0)
+    assert torch.equal(first, attack(x, y))  # the drawn targets follow torch's seed
+    with torch.no_grad():
+        predicted = model(first).argmax(dim=1)
+    assert (predicted != y).float().mean() >= 0.8
