@@ -31,7 +31,14 @@ ROBUSTBENCH_MODELS = [
 ]
 DEFENSES = ["none", "fast_preemption", *TRANSFORMS]  # every input transform also serves on the sender's side
 RECEIVER_DEFENSES = ["none", *TRANSFORMS]
-ATTACKS = ["none", "pgd", "autoattack"]
+ATTACKS = ["none", "fgsm", "ifgsm", "pgd", "cw", "lbfgs", "autoattack", "bpda", "eot", "bpda_eot"]
+# What an attack needs around it to run as shipped: C&W and L-BFGS are L2 attacks; EOT averages a random g.
+ATTACK_CONTEXT = {
+    "cw": ["threat.norm=L2", "threat.eps=1.0"],
+    "lbfgs": ["threat.norm=L2", "threat.eps=1.0"],
+    "eot": ["receiver_defense=random_resize_pad"],
+    "bpda_eot": ["receiver_defense=random_resize_pad"],
+}
 TRAINERS = ["default", "cpu", "gpu", "ddp"]
 LOGGERS = ["default", "wandb", "csv", "none"]
 EXPERIMENTS = ["cifar10_resnet18", "fast_preemption_cifar10", "fast_preemption_imagenet"]
@@ -43,7 +50,13 @@ def test_every_config_file_is_covered_by_these_tests() -> None:
         for path in CONF_DIR.rglob("*.yaml")
         if path.relative_to(CONF_DIR).parts[0] not in ROLE_GROUPS
     }
-    covered = {"main.yaml", "learn_quantization.yaml", "paths/default.yaml", "hydra/default.yaml"}
+    covered = {
+        "main.yaml",
+        "learn_quantization.yaml",
+        "learn_approximator.yaml",
+        "paths/default.yaml",
+        "hydra/default.yaml",
+    }
     for group, options in [
         ("dataset", DATASETS),
         ("model", ZOO_MODELS + ROBUSTBENCH_MODELS),
@@ -78,6 +91,8 @@ def test_every_shipped_option_passes_validation(override: str, compose_config, t
     extra = [f"dataset.root={tmp_path}"] if override == "dataset=folder" else []
     if override.startswith("receiver_defense=") and override != "receiver_defense=none":
         extra.append("threat.oblivious=true")
+    if override.startswith("attack="):
+        extra += ATTACK_CONTEXT.get(override.removeprefix("attack="), [])
     if override in ("backbone=ground_truth", "victim=ground_truth"):
         with pytest.raises(ValueError, match="can only be the classifier"):
             validate_config(compose_config(override))
@@ -162,7 +177,7 @@ def test_each_transform_is_the_same_class_on_both_sides(option: str, compose_con
 
 @pytest.mark.parametrize("option", ATTACKS)
 def test_attack_configs_bind_to_a_victim_and_attack(option: str, compose_config, digits_models) -> None:
-    cfg = compose_config(f"attack={option}", "threat.eps=0.01")
+    cfg = compose_config(f"attack={option}", "threat.eps=0.01", *ATTACK_CONTEXT.get(option, []))
     attack = instantiate(cfg.attack)(model=digits_models["digits_mlp"])
     x = torch.rand(2, 1, 16, 16)
     assert attack(x, torch.tensor([1, 2])).shape == x.shape

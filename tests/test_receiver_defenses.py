@@ -41,6 +41,29 @@ def test_the_oblivious_attacker_and_attack_none_need_no_gradient_through_the_tra
     assert warnings == ["threat.oblivious=true changes nothing without a receiver_defense"]
 
 
+@pytest.mark.parametrize("option", TRANSFORMS)
+def test_bpda_attacks_every_transform_and_eot_alone_only_differentiable_ones(option: str, compose_config) -> None:
+    assert validate_config(compose_config(f"receiver_defense={option}", "attack=bpda")) == []
+    eot = compose_config(f"receiver_defense={option}", "attack=eot")
+    if option in DIFFERENTIABLE:
+        assert validate_config(eot) == []
+        return
+    with pytest.raises(ConfigError, match=r"attack=bpda"):
+        validate_config(eot)
+
+
+def test_eot_without_a_random_transform_to_average_is_a_warning(compose_config) -> None:
+    (warning,) = validate_config(compose_config("attack=eot"))
+    assert "attack.eot_samples=30" in warning and "attack.eot_samples=1" in warning
+
+
+@pytest.mark.parametrize("setting", ["receiver_defense=none", "threat.oblivious=true"])
+def test_a_learned_approximation_needs_a_transform_the_attacker_sees(setting: str, compose_config) -> None:
+    cfg = compose_config("receiver_defense=jpeg", "attack=bpda", "attack.approximation=learned", setting)
+    with pytest.raises(ConfigError, match=r"attack\.approximation=identity"):
+        validate_config(cfg)
+
+
 def test_a_sender_side_defense_in_the_receiver_group_is_refused(compose_config) -> None:
     cfg = compose_config("receiver_defense._target_=preempt.defenses.base.NoDefense", "attack=none")
     with pytest.raises(ConfigError, match=r"not an input transform g\(x\).* defense="):

@@ -8,6 +8,7 @@ from conftest import ROOT
 
 from preempt.results import (
     FinishedRunError,
+    attack_name,
     build_results,
     format_table,
     load_results,
@@ -86,3 +87,34 @@ def test_seed_spread_groups_runs_that_differ_only_in_seed(tmp_path: Path, capsys
     assert len(rows) == 2
     assert "| 0,1,2 " in rows[0] and "0.530 [0.500–0.560]" in rows[0]
     assert "0.100 [0.100–0.100]" in rows[1] and rows[1].rstrip(" |").endswith("defense=none")
+
+
+@pytest.mark.parametrize(
+    ("settings", "name"),
+    [
+        ({"approximation": "identity", "eot_samples": 1, "targeted": True}, "BPDA targeted"),
+        ({"approximation": "none", "eot_samples": 30, "targeted": False}, "EOT"),
+        ({"approximation": "learned", "eot_samples": 30, "targeted": True}, "BPDA+EOT (learned g′) targeted"),
+    ],
+)
+def test_adaptive_attacks_are_named_by_their_gradient_estimators(settings: dict, name: str) -> None:
+    assert attack_name({"_target_": "preempt.attacks.adaptive.AdaptiveAttack", **settings}) == name
+    assert attack_name({"_target_": "preempt.attacks.pgd.PGD", "targeted": False}) == "PGD"
+
+
+def test_sanity_flags_and_round_curves_are_kept_and_shown(tmp_path: Path) -> None:
+    metrics = {
+        "test/robust_acc": 0.9,
+        "test/attack_success_rate": 0.1,
+        "test/check_zero_gradients": 1.0,
+        "test/check_randomized": 0.0,
+    }
+    rounds = {"round": [1, 2], "accuracy": [0.95, 0.9], "attack_success_rate": [0.05, 0.1]}
+    results = build_results(CONFIG, metrics, n_samples=20, wall_seconds=1.0, rounds=rounds)
+    assert results["sanity_checks"] == {"zero_gradients": True, "randomized": False}
+    assert results["rounds"] == rounds
+    table = format_table([results]).splitlines()
+    assert "sanity flags" in table[0] and "ASR" in table[0]
+    assert "| zero_gradients |" in table[2]
+    clean = build_results(CONFIG, {"test/check_zero_gradients": 0.0}, n_samples=20, wall_seconds=1.0)
+    assert "| none " in format_table([clean]).splitlines()[2]

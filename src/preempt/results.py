@@ -100,6 +100,19 @@ def device_name() -> str:
     return f"cpu ({platform.processor() or platform.machine()}, {torch.get_num_threads()} threads)"
 
 
+def attack_name(attack: dict) -> str:
+    """The attack's class, or for the adaptive attack the estimators it uses (BPDA, EOT, BPDA+EOT), marked when
+    targeted: the name a table row and a figure legend need."""
+    name = attack["_target_"].rsplit(".", 1)[-1]
+    if name == "AdaptiveAttack":
+        approximation = attack.get("approximation", "identity")
+        estimators = ["BPDA"] if approximation != "none" else []
+        estimators += ["EOT"] if attack.get("eot_samples", 1) > 1 else []
+        name = "+".join(estimators) or "GradientDescent"
+        name += " (learned g′)" if approximation == "learned" else ""
+    return name + (" targeted" if attack.get("targeted") else "")
+
+
 def build_results(
     config: dict,
     metrics: dict[str, float],
@@ -118,7 +131,7 @@ def build_results(
             "dataset": config["dataset"]["_target_"].rsplit(".", 1)[-1],
             "defense": config["defense"]["_target_"].rsplit(".", 1)[-1],
             "receiver_defense": config["receiver_defense"]["_target_"].rsplit(".", 1)[-1],
-            "attack": config["attack"]["_target_"].rsplit(".", 1)[-1],
+            "attack": attack_name(config["attack"]),
             "oblivious": bool(config["threat"].get("oblivious", False)),
             "n_samples": n_samples,
             "seed": config.get("seed"),

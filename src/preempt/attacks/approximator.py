@@ -37,22 +37,21 @@ log = logging.getLogger(__name__)
 
 # Bump when the architecture or the training code changes, so stale cached approximators are not reused.
 TRAINING_CODE_VERSION = 1
-# Both output fractions start at sigmoid(-4) ≈ 0.02, so an untrained approximator is nearly the identity.
-INITIAL_FRACTION_LOGIT = -4.0
 
 
 class DenseAutoEncoder(nn.Module):
     """`layers` 3×3 convolutions, each fed the input and every earlier layer's output (DenseNet's concatenation),
-    then a 1×1 convolution to two fractions per pixel and channel, u and d in (0,1): AE(x) = x + u·(1 − x) − d·x,
-    which raises a pixel by a fraction u of its headroom and lowers it by a fraction d of its value.
+    then a 1×1 convolution to a shift s = tanh(·) in (−1,1) per pixel and channel that moves the pixel the
+    fraction s of the way to white (s > 0) or −s of the way to black (s < 0).
 
-    Why this output: it is smooth everywhere and, for x in [0,1], stays in [0,1] without squashing x itself. A
-    squashed residual (sigmoid or soft clamp of x + r) reaches 0 or 1, where many pixels of real images sit, only
-    where its slope is nearly flat, so BPDA would get vanishing gradients exactly there; here a pixel g leaves
-    alone keeps slope 1 with u = d = 0. Both fractions start near 0, so the untrained AE is nearly the identity
-    (the naive BPDA approximation), and each moves toward the targets from the start (a gate on a blend toward a
-    learned value gets stuck closed while the value is still wrong). Fully convolutional with same-size padding,
-    so it takes images of any size; no downsampling, since g's details are pixel-sized.
+    Why this output: for x in [0,1] it stays in [0,1] without squashing x itself, and it is continuous and
+    piecewise smooth, like the ReLUs inside, so BPDA always gets a gradient. A squashed residual (sigmoid or
+    soft clamp of x + r) reaches 0 or 1, where many pixels of real images sit, only where its slope is nearly
+    flat: BPDA's gradients would vanish there, and training falls into that flat region (an AE of sigmoid
+    fractions collapsed to the exact identity on bit-depth reduction). Here the identity is s = 0, tanh's
+    linear middle; the last convolution starts at zero, so the untrained AE is the identity (the naive BPDA
+    approximation). Fully convolutional with same-size padding, so it takes images of any size; no
+    downsampling, since g's details are pixel-sized.
     """
 
     def __init__(self, channels: int, layers: int = 6, growth: int = 16) -> None:
@@ -60,16 +59,16 @@ class DenseAutoEncoder(nn.Module):
         self.dense = nn.ModuleList(
             nn.Conv2d(channels + i * growth, growth, kernel_size=3, padding=1) for i in range(layers)
         )
-        self.fractions = nn.Conv2d(channels + layers * growth, 2 * channels, kernel_size=1)
-        nn.init.zeros_(self.fractions.weight)
-        nn.init.constant_(self.fractions.bias, INITIAL_FRACTION_LOGIT)
+        self.shift = nn.Conv2d(channels + layers * growth, channels, kernel_size=1)
+        nn.init.zeros_(self.shift.weight)
+        nn.init.zeros_(self.shift.bias)
 
     def forward(self, x: Tensor) -> Tensor:
         features = x
         for conv in self.dense:
             features = torch.cat([features, F.relu(conv(features))], dim=1)
-        up, down = torch.sigmoid(self.fractions(features)).chunk(2, dim=1)
-        return x + up * (1 - x) - down * x
+        shift = torch.tanh(self.shift(features))
+        return x + shift * torch.where(shift >= 0, 1 - x, x)
 
 
 @dataclass(frozen=True, config=ConfigDict(extra="forbid"))
@@ -99,15 +98,18 @@ def train_approximator(
     seed: int,
 ) -> DenseAutoEncoder:
     """Fit AE(x) to g(x) by MSE on random minibatches of `images`, with a fresh draw of a random g every step (so
-    the AE learns g's mean); deterministic given `seed`, without touching the caller's random state."""
+    the AE learns g's mean; a deterministic g is applied once to all images). Deterministic given `seed`, without
+    touching the caller's random state."""
     with torch.random.fork_rng(devices=[images.device] if images.device.type == "cuda" else []):
         torch.manual_seed(seed)
         model = DenseAutoEncoder(images.shape[1], layers, growth).to(images.device)
         optimizer = torch.optim.Adam(model.parameters(), lr=lr)
         schedule = torch.optim.lr_scheduler.CosineAnnealingLR(optimizer, T_max=steps)
+        fixed_targets = None if transform.random else transform(images)
         for _ in range(steps):
-            batch = images[torch.randint(len(images), (min(batch_size, len(images)),), device=images.device)]
-            loss = F.mse_loss(model(batch), transform(batch))
+            batch = torch.randint(len(images), (min(batch_size, len(images)),), device=images.device)
+            targets = transform(images[batch]) if fixed_targets is None else fixed_targets[batch]
+            loss = F.mse_loss(model(images[batch]), targets)
             optimizer.zero_grad()
             loss.backward()
             optimizer.step()

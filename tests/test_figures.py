@@ -1,0 +1,55 @@
+"""Figures are drawn from results.json files: the attack-round curves (the second paper's Figure 3)."""
+
+from pathlib import Path
+
+import pytest
+from PIL import Image
+
+from preempt.figures import main, round_curves
+from preempt.results import build_results, write_json_atomically
+
+CONFIG = {
+    "dataset": {"_target_": "preempt.datasets.digits.digits"},
+    "defense": {"_target_": "preempt.defenses.base.NoDefense"},
+    "threat": {"eps": 0.3, "norm": "normalized_L2", "oblivious": False},
+}
+
+
+def _write_run(folder: Path, receiver: str, eot_samples: int, seed: int) -> None:
+    config = {
+        **CONFIG,
+        "seed": seed,
+        "receiver_defense": {"_target_": f"preempt.receiver_defenses.{receiver.lower()}.{receiver}"},
+        "attack": {"_target_": "preempt.attacks.adaptive.AdaptiveAttack", "eot_samples": eot_samples, "targeted": True},
+    }
+    rounds = {"round": [1, 2, 3], "accuracy": [0.8, 0.6 - seed / 10, 0.5], "attack_success_rate": [0.1, 0.3, 0.4]}
+    results = build_results(config, {}, n_samples=10, wall_seconds=1.0, rounds=rounds)
+    write_json_atomically(results, folder / f"{receiver}_{eot_samples}_{seed}" / "results.json")
+
+
+def test_round_figure_has_a_panel_row_per_attack_and_a_line_per_defense(tmp_path: Path) -> None:
+    for receiver in ("DCTDistortion", "RandomCrop"):
+        for eot_samples in (1, 30):
+            for seed in (0, 1):
+                _write_run(tmp_path / "runs", receiver, eot_samples, seed)
+    from preempt.results import load_results
+
+    grouped = round_curves(load_results(sorted((tmp_path / "runs").rglob("results.json"))))
+    assert set(grouped) == {"BPDA targeted", "BPDA+EOT targeted"}
+    assert {name: len(records) for name, records in grouped["BPDA targeted"].items()} == {
+        "DCTDistortion": 2,
+        "RandomCrop": 2,
+    }
+    out = tmp_path / "figure3.png"
+    main(["rounds", str(tmp_path / "runs"), "--out", str(out)])
+    with Image.open(out) as image:
+        assert image.format == "PNG" and image.height > image.width / 2  # two panel rows
+
+
+def test_no_round_records_is_a_clear_refusal(tmp_path: Path) -> None:
+    write_json_atomically(
+        build_results({**CONFIG, "receiver_defense": CONFIG["defense"], "attack": CONFIG["defense"]}, {}, 1, 1.0),
+        tmp_path / "r" / "results.json",
+    )
+    with pytest.raises(SystemExit, match="record_every"):
+        main(["rounds", str(tmp_path), "--out", str(tmp_path / "f.png")])
