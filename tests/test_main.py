@@ -50,12 +50,16 @@ def test_cifar10_samples_with_shipped_resnet18_writes_results(tmp_path: Path, zo
 
 
 def test_two_process_ddp_equals_one_process(tmp_path: Path, zoo_dir: Path, digits_models) -> None:
-    """19 samples in batches of 4: five batches over two ranks, uneven, with nothing padded or repeated."""
-    common = ("attack=pgd", "dataset.n_samples=19", "batch_size=4", "logger=csv")
+    """19 samples in batches of 4: five batches over two ranks, uneven, with nothing padded or repeated; targets,
+    per-round counts and sanity flags are reduced over ranks too."""
+    targeted = ("attack.targeted=true", "attack.early_stop=true", "attack.record_every=5")
+    common = ("attack=pgd", *targeted, "dataset.n_samples=19", "batch_size=4", "logger=csv")
     single, _ = run_main(tmp_path / "single", zoo_dir, "trainer=default", *common)
     ddp, _ = run_main(tmp_path / "ddp", zoo_dir, "trainer=ddp", "trainer.accelerator=cpu", *common)
     assert ddp["config"]["trainer"]["strategy"] == "ddp" and ddp["config"]["trainer"]["devices"] == 2
     assert ddp["metrics"].keys() == single["metrics"].keys()
+    assert ddp["rounds"] == single["rounds"] and single["rounds"]["round"] == [5, 10]
+    assert ddp["sanity_checks"] == single["sanity_checks"]
     for key, value in single["metrics"].items():
         if key.endswith("_acc"):  # counts of correct predictions: identical
             assert ddp["metrics"][key] == value, key
@@ -131,3 +135,17 @@ def test_a_refusal_names_the_option_the_user_picked(tmp_path: Path) -> None:
         done.stderr
     )
     assert not (tmp_path / "cache").exists()  # refused before the zoo was trained
+
+
+def test_bpda_against_the_second_papers_defense_records_every_round(tmp_path: Path, zoo_dir: Path, digits_models):
+    results, stdout = run_main(
+        tmp_path, zoo_dir, "defense=none", "receiver_defense=dct_distortion", "attack=bpda", "attack.steps=6",
+        "threat.norm=normalized_L2", "threat.eps=0.3", "dataset.n_samples=24", "logger=default",
+    )  # fmt: skip
+    rounds = results["rounds"]
+    assert rounds["round"] == [1, 2, 3, 4, 5, 6] and len(rounds["accuracy"]) == len(rounds["attack_success_rate"]) == 6
+    assert results["run"]["attack"] == "BPDA targeted"
+    assert results["sanity_checks"]["randomized"] is True  # DCT+distortion draws per call: the flag says so
+    assert "| NoDefense | DCTDistortion    | BPDA targeted |" in stdout
+    assert 0 <= results["metrics"]["test/attack_success_rate"] <= 1
+    assert list((tmp_path / "wandb").glob("offline-run-*"))

@@ -36,6 +36,8 @@ def plot_rounds(results: list[dict], out: Path, title: str | None = None) -> Pat
     grouped = round_curves(results)
     if not grouped:
         raise SystemExit("no results.json with per-round records (run an iterative attack with record_every)")
+    defenses = sorted({defense for by_defense in grouped.values() for defense in by_defense})
+    colors = {defense: f"C{index}" for index, defense in enumerate(defenses)}  # one color per defense throughout
     figure, axes = plt.subplots(len(grouped), 2, figsize=(10, 3.6 * len(grouped)), squeeze=False)
     for row, (attack, by_defense) in enumerate(sorted(grouped.items())):
         for column, (key, label) in enumerate(CURVES):
@@ -43,8 +45,9 @@ def plot_rounds(results: list[dict], out: Path, title: str | None = None) -> Pat
             for defense, records in sorted(by_defense.items()):
                 rounds = records[0]["round"]
                 values = np.array([record[key] for record in records if record["round"] == rounds])
-                line = axis.plot(rounds, values.mean(axis=0), label=f"{defense} ({len(values)} seeds)")[0]
-                axis.fill_between(rounds, values.min(axis=0), values.max(axis=0), color=line.get_color(), alpha=0.2)
+                legend = f"{defense} ({len(values)} seeds)"
+                axis.plot(rounds, values.mean(axis=0), color=colors[defense], label=legend)
+                axis.fill_between(rounds, values.min(axis=0), values.max(axis=0), color=colors[defense], alpha=0.2)
             axis.set(xlabel="attack round", ylabel=label, ylim=(-0.02, 1.02), title=f"{attack}: {label}")
             axis.grid(alpha=0.3)
         axes[row][0].legend(fontsize=8)

@@ -40,3 +40,43 @@ def test_autoattack_is_reproducible_under_the_same_torch_seed(digits_models, dig
 def test_unknown_autoattack_version_is_rejected(resnet18) -> None:
     with pytest.raises(ValueError, match="standard"):
         AutoAttack(resnet18, eps=EPS, version="plus-plus")
+
+
+def test_normalized_l2_is_refused_naming_the_norms_it_supports() -> None:
+    with pytest.raises(ValueError, match="Linf or L2"):
+        AutoAttack(None, eps=0.05, norm="normalized_L2")
+
+
+@pytest.mark.slow
+def test_rand_version_attacks_the_victim_behind_a_random_transform(digits_models, digits_batch) -> None:
+    from preempt.receiver_defenses.base import ReceiverDefended
+    from preempt.receiver_defenses.random_resize_pad import RandomResizePad
+
+    x, y = digits_batch
+    receiver = ReceiverDefended(digits_models["digits_mlp"], RandomResizePad())
+    torch.manual_seed(0)
+    x_adv = AutoAttack(receiver, eps=0.2, norm="Linf", version="rand")(x[:16], y[:16])
+    assert_in_budget(x_adv, x[:16], 0.2, "Linf")
+    assert accuracy(receiver, x_adv, y[:16]) <= 0.25
+
+
+class _MaskedGradients(torch.nn.Module):
+    """Input rounding with an exactly zero gradient: the white-box attacks stall, a black-box one does not."""
+
+    def __init__(self, victim: torch.nn.Module) -> None:
+        super().__init__()
+        self.victim = victim
+
+    def forward(self, x):
+        return self.victim(torch.round(x * 4) / 4 + 0 * x)
+
+
+@pytest.mark.slow
+def test_square_beating_the_white_box_attacks_is_reported(digits_models, digits_batch) -> None:
+    x, y = digits_batch
+    masked = _MaskedGradients(digits_models["digits_mlp"])
+    attack = AutoAttack(masked, eps=0.2, norm="Linf")
+    torch.manual_seed(0)
+    attack(x[:16], y[:16])
+    assert attack.square_beat_white_box
+    assert not AutoAttack(masked, eps=0.2).square_beat_white_box

@@ -18,7 +18,7 @@ from typing import Literal
 from pydantic import validate_call
 from torch import Tensor, nn
 
-from preempt.attacks.base import IterativeAttack
+from preempt.attacks.base import IterativeAttack, predict
 from preempt.attacks.fgsm import fgsm_step, loss_gradient
 from preempt.constraints import ARBITRARY_TYPES, AtLeastOne, Eps, Norm, Positive
 from preempt.receiver_defenses.base import InputTransform, ReceiverDefended
@@ -91,6 +91,14 @@ class AdaptiveAttack(IterativeAttack):
                 "and caches it on first use), or pass approximator= (python -m preempt.attacks.learn_approximator)"
             )
         return StraightThrough(self.model.victim, self.model.transform, self.approximator)
+
+    def judge(self, x_adv: Tensor) -> Tensor:
+        """With EOT, the most frequent prediction over `eot_samples` draws of g: an image stops when it fools
+        the receiver in expectation, not on one lucky draw."""
+        if self.eot_samples == 1:
+            return super().judge(x_adv)
+        draws = predict(self.model, x_adv.repeat_interleave(self.eot_samples, dim=0))
+        return draws.view(len(x_adv), self.eot_samples).mode(dim=1).values
 
     def step(self, x_adv: Tensor, x: Tensor, goal: Tensor, toward_goal: bool) -> Tensor:
         if self.step_size is not None:

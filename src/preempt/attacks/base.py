@@ -85,10 +85,11 @@ class RoundRecord:
 class IterativeAttack(Attack):
     """An attack made of rounds; optionally stops each image at its first success and records every k-th round.
 
-    With `early_stop` an image keeps its first successful example (the second paper's protocol: stop when the
-    AE is predicted as the target within the budget), so its success and accuracy never change afterwards.
-    With `record_every=k`, `record` holds the batch's counts after rounds k, 2k, ... and the last (Figure 3).
-    Success is judged by `model`, the model under attack (for a random receiver-side defense, one draw).
+    With `early_stop` an image keeps its first successful example, as judged by `judge` (the second paper's
+    protocol: stop when the AE is predicted as the target within the budget). With `record_every=k`, `record`
+    holds the batch's counts after rounds k, 2k, ... and the last (Figure 3), from a fresh prediction of the
+    attacked model on every current example: for a random receiver-side defense that is a new draw, so the
+    curve shows what the receiver would decide, not the draw the attack stopped on.
     """
 
     def __init__(
@@ -121,28 +122,29 @@ class IterativeAttack(Attack):
     def step(self, x_adv: Tensor, x: Tensor, goal: Tensor, toward_goal: bool) -> Tensor:
         """One round on the still-active images: raise the loss on `goal` labels, or lower it if `toward_goal`."""
 
+    def judge(self, x_adv: Tensor) -> Tensor:
+        """The predictions an early stop is decided on: one call of the attacked model."""
+        return predict(self.model, x_adv)
+
     def perturb(self, x: Tensor, y: Tensor, target: Tensor | None) -> Tensor:
         goal = target if target is not None else y
         x_adv = project(self.start(x), x, self.eps, self.norm)
         recorded = self.recorded_rounds
-        watching = self.early_stop or bool(recorded)
         active = torch.ones(len(x), dtype=torch.bool, device=x.device)
-        predictions = torch.empty_like(y)
         correct, success = [], []
         for round_ in range(1, self.steps + 1):
             index = active.nonzero().squeeze(1)
             if len(index):
                 x_adv = x_adv.index_copy(0, index, self.step(x_adv[index], x[index], goal[index], target is not None))
-                if watching:
-                    predictions[index] = predict(self.model, x_adv[index])
-            if not watching:
-                continue
-            succeeded = attack_succeeded(predictions, y, target)
-            if self.early_stop:
-                active &= ~succeeded
+                if self.early_stop:
+                    stopped = attack_succeeded(
+                        self.judge(x_adv[index]), y[index], None if target is None else target[index]
+                    )
+                    active[index[stopped]] = False
             if round_ in recorded:
+                predictions = predict(self.model, x_adv)
                 correct.append(int((predictions == y).sum()))
-                success.append(int(succeeded.sum()))
+                success.append(int(attack_succeeded(predictions, y, target).sum()))
         if recorded:
             self.record = RoundRecord(recorded, torch.tensor(correct), torch.tensor(success), len(x))
         return x_adv

@@ -1,0 +1,94 @@
+"""Train and cache the BPDA approximation of a receiver-side transform g (the adaptive BPDA attack's backward pass).
+
+`python -m preempt.attacks.learn_approximator receiver_defense=dct_distortion dataset=digits`
+
+Fits the recipe under `approximator:` (conf/learn_approximator.yaml, the same recipe a run uses by default) to g
+on the dataset's training images and caches it under `paths.cache_dir`, where a run finds it; then prints how
+close it gets to g on the config's images (the held-out test split where the dataset has one), beside the
+identity, the naive BPDA approximation, and, for a random g, a second draw of g itself.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import logging
+
+import hydra
+import torch
+from hydra.utils import instantiate
+from omegaconf import DictConfig, OmegaConf, open_dict
+from pydantic import ValidationError
+from torch import nn
+
+from preempt.attacks.approximator import (
+    ApproximatorRecipe,
+    approximation_fidelity,
+    approximator_path,
+    load_or_train_approximator,
+    training_dataset_config,
+)
+from preempt.config import register_resolvers
+from preempt.files import exit_cleanly_on_sigterm
+from preempt.run import one_line_refusals
+from preempt.validation import ConfigError, option_name, validate_config
+
+log = logging.getLogger(__name__)
+
+
+def read_recipe(settings: dict) -> ApproximatorRecipe:
+    """The `approximator:` settings checked like every other part: each refusal names the key."""
+    try:
+        return ApproximatorRecipe(**settings)
+    except ValidationError as error:
+        problems = [f"approximator.{'.'.join(map(str, e['loc']))}={e['input']!r}: {e['msg']}" for e in error.errors()]
+        raise ConfigError("; ".join(problems)) from None
+
+
+def fidelity_table(fidelity: dict[str, dict[str, float]]) -> str:
+    rows = [f"{'against g(x)':<24} {'normalized L2':>13} {'SSIM':>6}"]
+    rows += [f"{label:<24} {row['normalized_l2']:>13.3f} {row['ssim']:>6.3f}" for label, row in fidelity.items()]
+    return "\n".join(rows)
+
+
+def learn_approximator(cfg: DictConfig) -> dict[str, dict[str, float]]:
+    with open_dict(cfg):
+        recipe = read_recipe(OmegaConf.to_container(cfg.pop("approximator"), resolve=True))
+    for warning in validate_config(cfg, scoring=False):
+        log.warning(warning)
+    config = OmegaConf.to_container(cfg, resolve=True)
+    name = option_name(config, "receiver_defense")
+    transform = instantiate(cfg.receiver_defense)
+    if transform.differentiable:
+        raise ConfigError(
+            f"receiver_defense={name} is differentiable: attacks follow its own gradients, so it needs no BPDA "
+            f"approximator. Pick a non-differentiable one, e.g. receiver_defense=dct_distortion"
+        )
+    settings = dataclasses.asdict(recipe)
+    cache_dir = cfg.paths.cache_dir
+    approximator = load_or_train_approximator(config["receiver_defense"], config["dataset"], cache_dir, settings)
+    path = approximator_path(config["receiver_defense"], config["dataset"], cache_dir, settings)
+
+    dataset = instantiate(cfg.dataset)
+    held_out = training_dataset_config(config["dataset"]).get("split") != config["dataset"].get("split")
+    candidates = {"approximator": approximator, "identity (naive BPDA)": nn.Identity()}
+    if transform.random:
+        candidates["g itself, another draw"] = transform
+    torch.manual_seed(cfg.seed)  # one reproducible draw of a random g per image and candidate
+    fidelity = {label: approximation_fidelity(model, transform, dataset.images) for label, model in candidates.items()}
+    images = f"{len(dataset)} {'held-out images' if held_out else 'images it was trained on'} of {dataset.name}"
+    print(f"\nreceiver_defense={name}, on {images}:\n{fidelity_table(fidelity)}\n\napproximator: {path}")
+    return fidelity
+
+
+register_resolvers()
+
+
+@hydra.main(version_base="1.3", config_path="../../../conf", config_name="learn_approximator")
+def main(cfg: DictConfig) -> None:
+    exit_cleanly_on_sigterm()
+    with one_line_refusals():
+        learn_approximator(cfg)
+
+
+if __name__ == "__main__":
+    main()
