@@ -101,3 +101,29 @@ def test_targeted_attack_reports_success_and_per_round_curves(digits_models) -> 
     again, _ = _evaluate(digits_models["digits_mlp"], attack, digits_models)
     timing = "test/defense_seconds_per_image"
     assert {**again, timing: 0} == {**metrics, timing: 0}  # targets are drawn from the batch's seed
+
+
+def test_learned_bpda_gets_the_cached_approximator_of_the_receivers_transform(
+    compose_config, digits_models, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from preempt.attacks import approximator as approximators
+
+    requested = []
+
+    def tiny_approximator(transform_config, dataset_config, cache_dir):
+        requested.append((transform_config["_target_"], dataset_config["_target_"], cache_dir))
+        transform = run.instantiate(transform_config)
+        images = run.instantiate(dataset_config).images[:32]
+        return approximators.train_approximator(
+            transform, images, layers=2, growth=4, steps=3, batch_size=16, lr=1e-2, seed=0
+        )
+
+    monkeypatch.setattr(approximators, "load_or_train_approximator", tiny_approximator)
+    cfg = compose_config(
+        "defense=none", "receiver_defense=bit_depth", "attack=bpda", "attack.approximation=learned",
+        "attack.steps=2", "dataset.n_samples=8", "logger=none",
+    )  # fmt: skip
+    results = run.evaluate(cfg)
+    assert requested == [("preempt.receiver_defenses.bit_depth.BitDepth", cfg.dataset._target_, cfg.paths.cache_dir)]
+    assert results["run"]["attack"] == "BPDA (learned g′) targeted"
+    assert results["rounds"]["round"] == [1, 2]

@@ -35,5 +35,6 @@ Eps = Annotated[float, BeforeValidator(read_fraction), Gt(0)]
 AtLeastOne = Annotated[int, Ge(1)]
 NonNegative = Annotated[int, Ge(0)]
 Positive = Annotated[float, Gt(0)]
+NonNegativeFloat = Annotated[float, Ge(0)]
 # A step that moves at most the whole way to its target (Fast Preemption's eta; the paper uses 0.7).
 StepFraction = Annotated[float, Gt(0), Le(1)]

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import contextlib
+import functools
 import logging
 import time
 from collections.abc import Iterator
@@ -70,6 +71,18 @@ def instantiate_loggers(cfg: DictConfig) -> list:
     return [instantiate(spec) for spec in (cfg.get("logger") or {}).values() if spec is not None]
 
 
+def bind_approximator(attack: functools.partial, config: dict) -> functools.partial:
+    """BPDA with `approximation=learned` gets its auto-encoder imitating the receiver's g: loaded from the cache,
+    or trained there on the dataset's training images on first use (like the digits zoo)."""
+    if config["attack"].get("approximation") != "learned":
+        return attack
+    from preempt.attacks.approximator import load_or_train_approximator
+
+    cache_dir = config["paths"]["cache_dir"]
+    approximator = load_or_train_approximator(config["receiver_defense"], config["dataset"], cache_dir)
+    return functools.partial(attack, approximator=approximator)
+
+
 def task_overrides() -> list[str]:
     """The command-line overrides of this run, recorded so tables can tell sweep jobs apart."""
     from hydra.core.hydra_config import HydraConfig
@@ -99,7 +112,7 @@ def evaluate(cfg: DictConfig) -> dict | None:
     module = PreemptiveEvaluation(
         **models,
         defense=instantiate(cfg.defense),
-        attack=instantiate(cfg.attack),
+        attack=bind_approximator(instantiate(cfg.attack), config),
         num_classes=dataset.num_classes,
         seed=cfg.seed,
         transmit_8bit=cfg.transmit_8bit,

@@ -71,13 +71,13 @@ def test_gradients_reach_the_input_of_a_frozen_approximator(digits_batch) -> Non
 def test_training_imitates_a_non_differentiable_g_far_better_than_the_identity() -> None:
     """1-bit depth reduction (Xu et al.'s MNIST setting): a step function the identity approximates badly."""
     one_bit = BitDepth(bits=1)
-    recipe = {**TINY_RECIPE, "layers": 3, "growth": 8, "steps": 150, "batch_size": 32}
+    recipe = {**TINY_RECIPE, "layers": 3, "growth": 8, "steps": 100, "batch_size": 32}
     model = train_approximator(one_bit, digits("train").images, **recipe)
     held_out = digits("test").images
     learned = approximation_fidelity(model, one_bit, held_out)
     identity = approximation_fidelity(nn.Identity(), one_bit, held_out)
-    assert learned["normalized_l2"] < 0.5 * identity["normalized_l2"]
-    assert learned["ssim"] > identity["ssim"] + 0.15
+    assert learned["normalized_l2"] < 0.6 * identity["normalized_l2"]  # 0.19 against 0.41
+    assert learned["ssim"] > identity["ssim"] + 0.2  # 0.94 against 0.62
 
 
 def test_training_is_deterministic_frozen_and_leaves_the_global_random_state_alone(digits_batch) -> None:
@@ -174,6 +174,16 @@ def test_the_commands_recipe_is_the_default_recipe_a_run_uses(tmp_path: Path) ->
     cfg = compose_command_config(tmp_path)
     assert OmegaConf.to_container(cfg.approximator) == dataclasses.asdict(DEFAULT_RECIPE)
     assert cfg.receiver_defense._target_.endswith("DCTDistortion")
+
+
+def test_the_command_prints_the_fidelity_beside_the_identitys(tmp_path: Path, capsys) -> None:
+    overrides = [f"approximator.{name}={value}" for name, value in TINY_RECIPE.items()]
+    fidelity = learn_approximator(compose_command_config(tmp_path, "receiver_defense=bit_depth", *overrides))
+    printed = capsys.readouterr().out
+    assert list(fidelity) == ["approximator", "identity (naive BPDA)"]  # a deterministic g: no second draw
+    assert "receiver_defense=BitDepth, on 200 held-out images of digits_test" in printed
+    assert f"{fidelity['approximator']['normalized_l2']:.3f}" in printed
+    assert printed.strip().endswith(".pt") and len(list((tmp_path / "approximators").glob("*.pt"))) == 1
 
 
 @pytest.mark.parametrize(

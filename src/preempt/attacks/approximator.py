@@ -121,7 +121,8 @@ def approximation_fidelity(
     approximator: Callable[[Tensor], Tensor], transform: InputTransform, images: Tensor
 ) -> dict[str, float]:
     """Mean over the images of ‖AE(x) − g(x)‖₂ / ‖g(x)‖₂ and of SSIM(AE(x), g(x)), the paper's two figures (its
-    Figure 4: 0.22 and 0.35 on one ImageNet image; 0.16 and 0.36 over 100). A random g is drawn once per image."""
+    Figure 4: 0.22 and 0.35 on one ImageNet image; 0.16 and 0.36 over 100). The L2 distance is relative to g(x),
+    the image the approximation should reproduce, as threat's normalized_L2 is. A random g is drawn once per image."""
     with torch.no_grad():
         approximated, transformed = approximator(images), transform(images)
     ssim = structural_similarity_index_measure(approximated, transformed, data_range=1.0, reduction="none")
@@ -141,7 +142,7 @@ def training_dataset_config(dataset_config: dict) -> dict:
     return {**dataset_config, **{name: value for name, value in whole_split.items() if name in parameters}}
 
 
-def approximator_recipe(transform_config: dict, dataset_config: dict, recipe: dict | None = None) -> dict:
+def _full_recipe(transform_config: dict, dataset_config: dict, recipe: dict | None) -> dict:
     """Everything the trained weights depend on, as JSON would read it back (the cache key and the sidecar)."""
     full = {
         "transform": transform_config,
@@ -155,7 +156,8 @@ def approximator_recipe(transform_config: dict, dataset_config: dict, recipe: di
 def approximator_path(
     transform_config: dict, dataset_config: dict, cache_dir: str | Path, recipe: dict | None = None
 ) -> Path:
-    text = json.dumps(approximator_recipe(transform_config, dataset_config, recipe), sort_keys=True)
+    """Where the approximator of this g, dataset and recipe is cached (see `load_or_train_approximator`)."""
+    text = json.dumps(_full_recipe(transform_config, dataset_config, recipe), sort_keys=True)
     return Path(cache_dir) / "approximators" / f"{hashlib.sha256(text.encode()).hexdigest()[:12]}.pt"
 
 
@@ -169,13 +171,13 @@ def load_or_train_approximator(
     training images' config (for a loader with a split: its whole train split, so every evaluation slice of a
     dataset shares one approximator).
     """
-    full_recipe = approximator_recipe(transform_config, dataset_config, recipe)
+    full_recipe = _full_recipe(transform_config, dataset_config, recipe)
     path = approximator_path(transform_config, dataset_config, cache_dir, recipe)
     cached = _load_cached(path, full_recipe)
     if cached is not None:
         return cached
     training_config = full_recipe["training_images"]
-    if training_config == dataset_config:
+    if "split" not in training_config:
         log.info("%s has no train split: fitting g on the images the config gives", training_config["_target_"])
     images = instantiate(training_config).images
     log.info("training the BPDA approximator of %s on %d images", transform_config["_target_"], len(images))

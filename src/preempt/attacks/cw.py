@@ -2,15 +2,14 @@
 
 from __future__ import annotations
 
-from typing import Annotated, ClassVar
+from typing import ClassVar
 
 import torch
-from annotated_types import Ge
 from pydantic import validate_call
 from torch import Tensor, nn
 
 from preempt.attacks.base import Attack
-from preempt.constraints import ARBITRARY_TYPES, AtLeastOne, Eps, Norm, Positive
+from preempt.constraints import ARBITRARY_TYPES, AtLeastOne, Eps, NonNegativeFloat, Norm, Positive
 from preempt.threat import project
 
 
@@ -24,8 +23,9 @@ class CarliniWagner(Attack):
     normalized_L2), so an image whose minimal perturbation exceeds eps usually stays correctly classified.
     Images foolbox never breaks come back unchanged (foolbox returns all-zero images for them).
 
-    `steps` defaults to 100, not foolbox's (and the paper's) 10000: with `abort_early` Adam usually stops long
-    before, and 100 keeps a CPU run on small models in seconds; raise it for final, tighter numbers.
+    `steps` defaults to 100, not foolbox's 10000, so that a CPU run on the digits models takes seconds: on them
+    its median L2 is 5-10% above the converged one, which 1000 steps reach (at 6 times the cost; 10000 adds
+    nothing). Raise it for final numbers.
     """
 
     norms: ClassVar[tuple[str, ...]] = ("L2", "normalized_L2")
@@ -39,7 +39,7 @@ class CarliniWagner(Attack):
         binary_search_steps: AtLeastOne = 9,
         steps: AtLeastOne = 100,
         stepsize: Positive = 0.01,
-        confidence: Annotated[float, Ge(0)] = 0.0,
+        confidence: NonNegativeFloat = 0.0,
         initial_const: Positive = 1e-3,
         abort_early: bool = True,
         targeted: bool = False,
