@@ -7,6 +7,8 @@ checkpoint holding pickled Python objects would run arbitrary code when loaded.
 from __future__ import annotations
 
 import contextlib
+import hashlib
+import json
 import os
 import pickle
 import re
@@ -15,6 +17,8 @@ from collections.abc import Iterator
 from pathlib import Path
 
 import torch
+
+from preempt.files import replace_atomically
 
 FORCE_WEIGHTS_ONLY = "TORCH_FORCE_WEIGHTS_ONLY_LOAD"
 FORCE_NO_WEIGHTS_ONLY = "TORCH_FORCE_NO_WEIGHTS_ONLY_LOAD"
@@ -100,3 +104,35 @@ def _first_line(error: BaseException) -> str:
     text = str(error).split("WeightsUnpickler error:")[-1]
     lines = [line.strip() for line in text.splitlines() if line.strip()]
     return lines[0] if lines else "no message"
+
+
+def sidecar_path(path: Path) -> Path:
+    return path.with_suffix(".json")
+
+
+def _sha256(path: Path) -> str:
+    return hashlib.sha256(path.read_bytes()).hexdigest()  # cached models are a few MB at most
+
+
+def save_with_checksum(state: dict, path: Path, record: dict) -> None:
+    """A cache entry the project trained itself: weights first, then a JSON sidecar with `record` (its recipe and
+    anything needed to rebuild the model) and the weights' sha256. A crash in between fails the later check."""
+    replace_atomically(path, lambda tmp: torch.save(state, tmp))
+    sidecar = json.dumps({**record, "sha256": _sha256(path)}, indent=2, sort_keys=True)
+    replace_atomically(sidecar_path(path), lambda tmp: tmp.write_text(sidecar))
+
+
+def load_with_checksum(path: Path, recipe: dict) -> tuple[dict, dict]:
+    """The state dict and sidecar of a `save_with_checksum` entry; CheckpointError unless the sidecar records
+    `recipe` and the file's current sha256 (a cut-short or altered cache is then retrained, not loaded)."""
+    state = load_checkpoint(path)
+    sidecar = sidecar_path(path)
+    try:
+        saved = json.loads(sidecar.read_text())
+    except (OSError, ValueError) as error:
+        raise CheckpointError(f"its sidecar {sidecar} is missing or unreadable ({error})") from error
+    if not isinstance(saved, dict) or saved.get("recipe") != recipe:
+        raise CheckpointError(f"its sidecar {sidecar} does not record this training recipe")
+    if saved.get("sha256") != _sha256(path):
+        raise CheckpointError(f"its sha256 differs from the one in {sidecar}: the file is cut short or altered")
+    return state, saved

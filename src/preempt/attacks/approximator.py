@@ -27,9 +27,8 @@ from pydantic.dataclasses import dataclass
 from torch import Tensor, nn
 from torchmetrics.functional.image import structural_similarity_index_measure
 
-from preempt.checkpoints import CheckpointError, load_checkpoint
+from preempt.checkpoints import load_with_checksum, save_with_checksum
 from preempt.constraints import AtLeastOne, NonNegative, Positive
-from preempt.files import replace_atomically
 from preempt.receiver_defenses.base import InputTransform
 from preempt.threat import distance
 
@@ -182,24 +181,9 @@ def load_or_train_approximator(
     images = instantiate(training_config).images
     log.info("training the BPDA approximator of %s on %d images", transform_config["_target_"], len(images))
     model = train_approximator(instantiate(transform_config), images, **full_recipe["approximator"])
-    _save(model, path, full_recipe, channels=images.shape[1])
+    save_with_checksum(model.state_dict(), path, {"recipe": full_recipe, "channels": images.shape[1]})
     log.info("cached the approximator at %s", path)
     return model
-
-
-def _sidecar(path: Path) -> Path:
-    return path.with_suffix(".json")
-
-
-def _sha256(path: Path) -> str:
-    return hashlib.sha256(path.read_bytes()).hexdigest()  # approximators are well under a megabyte
-
-
-def _save(model: DenseAutoEncoder, path: Path, recipe: dict, channels: int) -> None:
-    """Weights first, then the sidecar with their checksum: a crash in between leaves a cache that fails the check."""
-    replace_atomically(path, lambda tmp: torch.save(model.state_dict(), tmp))
-    sidecar = json.dumps({"recipe": recipe, "channels": channels, "sha256": _sha256(path)}, indent=2, sort_keys=True)
-    replace_atomically(_sidecar(path), lambda tmp: tmp.write_text(sidecar))
 
 
 def _load_cached(path: Path, recipe: dict) -> DenseAutoEncoder | None:
@@ -207,26 +191,10 @@ def _load_cached(path: Path, recipe: dict) -> DenseAutoEncoder | None:
     if not path.exists():
         return None
     try:
-        state = load_checkpoint(path)
-        channels = _verify(path, recipe)
-        model = DenseAutoEncoder(channels, recipe["approximator"]["layers"], recipe["approximator"]["growth"])
+        state, saved = load_with_checksum(path, recipe)
+        model = DenseAutoEncoder(saved["channels"], recipe["approximator"]["layers"], recipe["approximator"]["growth"])
         model.load_state_dict(state, strict=True)
-    except RuntimeError as error:  # CheckpointError, or load_state_dict's key or shape mismatch
+    except (RuntimeError, KeyError, TypeError) as error:  # CheckpointError, or a sidecar or state that does not fit
         log.warning("cached approximator %s is unusable, retraining it: %s", path, error)
         return None
     return model.eval().requires_grad_(False)
-
-
-def _verify(path: Path, recipe: dict) -> int:
-    """The image channels the sidecar records; CheckpointError unless it records this recipe and the file's sha256."""
-    sidecar = _sidecar(path)
-    try:
-        saved = json.loads(sidecar.read_text())
-        channels = saved["channels"]
-        if saved == {"recipe": recipe, "channels": channels, "sha256": _sha256(path)}:
-            return channels
-    except (OSError, ValueError, KeyError, TypeError) as error:
-        raise CheckpointError(f"its sidecar {sidecar} is missing or unreadable ({error!r})") from error
-    if saved.get("recipe") == recipe:
-        raise CheckpointError(f"its sha256 differs from the one in {sidecar}: the file is cut short or altered")
-    raise CheckpointError(f"its sidecar {sidecar} does not record this recipe")

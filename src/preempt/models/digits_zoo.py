@@ -18,10 +18,9 @@ import torch.nn.functional as F
 from torch import nn
 
 from preempt.attacks.pgd import PGD
-from preempt.checkpoints import CheckpointError, load_checkpoint
+from preempt.checkpoints import load_with_checksum, save_with_checksum
 from preempt.constraints import AtLeastOne, NonNegative, Positive
 from preempt.datasets.digits import digits_split
-from preempt.files import replace_atomically
 from preempt.models.pixel_classifier import PixelClassifier
 from preempt.models.spec import ModelSpec, declares_spec
 
@@ -128,23 +127,8 @@ def digits_model(
     if not _load_cached(model, path, recipe):
         log.info("training %s (cached at %s)", name, path)
         _train(model, recipe)
-        _save(model, path, recipe)
+        save_with_checksum(model.state_dict(), path, {"recipe": recipe})
     return model.freeze()
-
-
-def _sidecar(path: Path) -> Path:
-    return path.with_suffix(".json")
-
-
-def _sha256(path: Path) -> str:
-    return hashlib.sha256(path.read_bytes()).hexdigest()  # zoo models are a few MB
-
-
-def _save(model: PixelClassifier, path: Path, recipe: dict) -> None:
-    """Weights first, then the sidecar with their checksum: a crash in between leaves a cache that fails the check."""
-    replace_atomically(path, lambda tmp: torch.save(model.state_dict(), tmp))
-    sidecar = json.dumps({"recipe": recipe, "sha256": _sha256(path)}, indent=2, sort_keys=True)
-    replace_atomically(_sidecar(path), lambda tmp: tmp.write_text(sidecar))
 
 
 def _load_cached(model: PixelClassifier, path: Path, recipe: dict) -> bool:
@@ -152,27 +136,12 @@ def _load_cached(model: PixelClassifier, path: Path, recipe: dict) -> bool:
     if not path.exists():
         return False
     try:
-        state = load_checkpoint(path)
-        _verify(path, recipe)
+        state, _ = load_with_checksum(path, recipe)
         model.load_state_dict(state, strict=True)
     except RuntimeError as error:  # CheckpointError, or load_state_dict's key or shape mismatch
         log.warning("cached digits model %s is unusable, retraining it: %s", path, error)
         return False
     return True
-
-
-def _verify(path: Path, recipe: dict) -> None:
-    """Raise CheckpointError unless the sidecar records this recipe and the file's current sha256."""
-    sidecar = _sidecar(path)
-    try:
-        saved = json.loads(sidecar.read_text())
-    except (OSError, ValueError) as error:
-        raise CheckpointError(f"its sidecar {sidecar} is missing or unreadable ({error})") from error
-    if saved == {"recipe": recipe, "sha256": _sha256(path)}:
-        return
-    if isinstance(saved, dict) and saved.get("recipe") == recipe:
-        raise CheckpointError(f"its sha256 differs from the one in {sidecar}: the file is cut short or altered")
-    raise CheckpointError(f"its sidecar {sidecar} does not record this training recipe")
 
 
 def _train(model: PixelClassifier, recipe: dict) -> None:
