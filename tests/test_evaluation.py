@@ -127,3 +127,13 @@ def test_learned_bpda_gets_the_cached_approximator_of_the_receivers_transform(
     assert requested == [("preempt.receiver_defenses.bit_depth.BitDepth", cfg.dataset._target_, cfg.paths.cache_dir)]
     assert results["run"]["attack"] == "BPDA (learned g′) targeted"
     assert results["rounds"]["round"] == [1, 2]
+
+
+def test_untargeted_success_is_the_complement_of_robust_accuracy_even_for_a_random_receiver(compose_config) -> None:
+    """Both are scored from one prediction of the attacked images: one draw of a random g, not two."""
+    cfg = compose_config(
+        "defense=none", "receiver_defense=random_resize_pad", "attack=pgd", "attack.steps=2", "dataset.n_samples=32",
+        "logger=none",
+    )  # fmt: skip
+    metrics = run.evaluate(cfg)["metrics"]
+    assert metrics["test/attack_success_rate"] == pytest.approx(1 - metrics["test/robust_acc"])

@@ -152,7 +152,8 @@ class PreemptiveEvaluation(L.LightningModule):
         self.classifier_acc(labels, y)
         self.clean_acc(self.predict(x), y)
         self.protected_clean_acc(self.predict(sent), y)
-        self.robust_acc(self.predict(adversarial), y)
+        robust_predictions = self.predict(adversarial)
+        self.robust_acc(robust_predictions, y)
         self.ssim(sent, x)
         self.defense_seconds_per_image.update(seconds / batch_size, weight=batch_size)
         self.linf(distance(sent, x, "Linf").max())
@@ -173,7 +174,7 @@ class PreemptiveEvaluation(L.LightningModule):
             "receiver_variance_ssim",
         ]
         if self.attacked:
-            self.attack_success_rate.update(attack_succeeded(self.predict(adversarial), y, target).float())
+            self.attack_success_rate.update(attack_succeeded(robust_predictions, y, target).float())
             names += ["attack_success_rate", *self.check_sanity(sent, y)]
         if self.transmit_8bit:
             self.protected_clean_acc_float(self.predict(protected), y)
