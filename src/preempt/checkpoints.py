@@ -106,6 +106,11 @@ def _first_line(error: BaseException) -> str:
     return lines[0] if lines else "no message"
 
 
+def recipe_key(recipe: dict) -> str:
+    """A short hash of everything a cached model depends on: its file name, so a changed setting trains anew."""
+    return hashlib.sha256(json.dumps(recipe, sort_keys=True).encode()).hexdigest()[:12]
+
+
 def sidecar_path(path: Path) -> Path:
     return path.with_suffix(".json")
 

@@ -12,7 +12,6 @@ recipe, a JSON sidecar records the recipe and the file's sha256, and a cut-short
 from __future__ import annotations
 
 import dataclasses
-import hashlib
 import inspect
 import json
 import logging
@@ -27,7 +26,7 @@ from pydantic.dataclasses import dataclass
 from torch import Tensor, nn
 from torchmetrics.functional.image import structural_similarity_index_measure
 
-from preempt.checkpoints import load_with_checksum, save_with_checksum
+from preempt.checkpoints import load_with_checksum, recipe_key, save_with_checksum
 from preempt.constraints import AtLeastOne, NonNegative, Positive
 from preempt.receiver_defenses.base import InputTransform
 from preempt.threat import distance
@@ -156,8 +155,11 @@ def approximator_path(
     transform_config: dict, dataset_config: dict, cache_dir: str | Path, recipe: dict | None = None
 ) -> Path:
     """Where the approximator of this g, dataset and recipe is cached (see `load_or_train_approximator`)."""
-    text = json.dumps(_full_recipe(transform_config, dataset_config, recipe), sort_keys=True)
-    return Path(cache_dir) / "approximators" / f"{hashlib.sha256(text.encode()).hexdigest()[:12]}.pt"
+    return _cache_path(_full_recipe(transform_config, dataset_config, recipe), cache_dir)
+
+
+def _cache_path(full_recipe: dict, cache_dir: str | Path) -> Path:
+    return Path(cache_dir) / "approximators" / f"{recipe_key(full_recipe)}.pt"
 
 
 def load_or_train_approximator(
@@ -171,7 +173,7 @@ def load_or_train_approximator(
     dataset shares one approximator).
     """
     full_recipe = _full_recipe(transform_config, dataset_config, recipe)
-    path = approximator_path(transform_config, dataset_config, cache_dir, recipe)
+    path = _cache_path(full_recipe, cache_dir)
     cached = _load_cached(path, full_recipe)
     if cached is not None:
         return cached

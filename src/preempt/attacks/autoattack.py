@@ -17,7 +17,9 @@ PACKAGE_LOGGER = "auto-attack"
 SQUARE_MESSAGE = "Square Attack has decreased the robust accuracy"
 
 
-class _Messages(logging.Handler):
+class WarningCollector(logging.Handler):
+    """Keeps the package's warnings (its checks report through a logger) instead of printing them."""
+
     def __init__(self) -> None:
         super().__init__(level=logging.WARNING)
         self.messages: list[str] = []
@@ -56,7 +58,7 @@ class AutoAttack(Attack):
             self.model, eps=self.eps, norm=self.norm, version=self.version, device=x.device, seed=torch.initial_seed()
         )
         package_logger = logging.getLogger(PACKAGE_LOGGER)
-        handler, propagate = _Messages(), package_logger.propagate
+        handler, propagate = WarningCollector(), package_logger.propagate
         package_logger.addHandler(handler)
         package_logger.propagate = False  # progress is at DEBUG and checks are reported once by the evaluation
         try:

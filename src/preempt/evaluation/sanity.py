@@ -11,6 +11,7 @@ import logging
 import torch
 from torch import Tensor, nn
 
+from preempt.attacks.autoattack import WarningCollector
 from preempt.attacks.fgsm import loss_gradient
 
 # flag -> what it means for the reported robustness and what to do about it.
@@ -29,20 +30,11 @@ FLAG_ADVICE = {
 FLAGS = tuple(FLAG_ADVICE)
 
 
-class _Collect(logging.Handler):
-    def __init__(self) -> None:
-        super().__init__(level=logging.WARNING)
-        self.messages: list[str] = []
-
-    def emit(self, record: logging.LogRecord) -> None:
-        self.messages.append(record.getMessage())
-
-
 def _fired(check, *args) -> bool:
     """Whether one of the package's checks warned (it reports through the logger it is given)."""
     logger = logging.getLogger("preempt.sanity.capture")
     logger.propagate = False
-    handler = _Collect()
+    handler = WarningCollector()
     logger.addHandler(handler)
     try:
         check(*args, logger=logger)

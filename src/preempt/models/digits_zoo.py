@@ -7,8 +7,6 @@ beside each `.pt` records the recipe and the file's sha256: a cut-short or alter
 
 from __future__ import annotations
 
-import hashlib
-import json
 import logging
 from pathlib import Path
 from typing import Literal
@@ -18,7 +16,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from preempt.attacks.pgd import PGD
-from preempt.checkpoints import load_with_checksum, save_with_checksum
+from preempt.checkpoints import load_with_checksum, recipe_key, save_with_checksum
 from preempt.constraints import AtLeastOne, NonNegative, Positive
 from preempt.datasets.digits import digits_split
 from preempt.models.pixel_classifier import PixelClassifier
@@ -111,10 +109,9 @@ def digits_model(
         "adversarial_steps": adversarial_steps,
         "code_version": TRAINING_CODE_VERSION,
     }
-    key = hashlib.sha256(json.dumps(recipe, sort_keys=True).encode()).hexdigest()[:12]
     kind = "at" if adversarial_eps else "std"
     name = f"digits_{architecture}_{kind}"
-    path = Path(cache_dir) / f"{name}_{key}.pt"
+    path = Path(cache_dir) / f"{name}_{recipe_key(recipe)}.pt"
 
     model = PixelClassifier(
         ARCHITECTURES[architecture](image_size),
