@@ -8,6 +8,7 @@ import pytest
 import torch
 from conftest import CONF_DIR, TRANSFORMS, instantiate_error
 from hydra.utils import instantiate
+from omegaconf import OmegaConf
 
 from preempt.datasets.base import ImageDataset
 from preempt.datasets.cifar10 import DatasetNotFoundError
@@ -15,6 +16,7 @@ from preempt.defenses import bind_defense
 from preempt.models import GroundTruth, PixelClassifier
 from preempt.models.robustbench import CheckpointNotFoundError
 from preempt.receiver_defenses import InputTransform
+from preempt.run import bind_robustifier
 from preempt.validation import validate_config
 
 ROLE_GROUPS = ("classifier", "backbone", "victim")  # symlinks to conf/model: every model fills every role
@@ -29,7 +31,8 @@ ROBUSTBENCH_MODELS = [
     "Tian2022Deeper_DeiT-B",
     "Liu2023Comprehensive_Swin-L",
 ]
-DEFENSES = ["none", "fast_preemption", *TRANSFORMS]  # every input transform also serves on the sender's side
+PREEMPTIVE = ["fast_preemption", "fast_preemption_mspd", "bilevel", "bilevel_fp", "a5"]
+DEFENSES = ["none", *PREEMPTIVE, *TRANSFORMS]  # every input transform also serves on the sender's side
 RECEIVER_DEFENSES = ["none", *TRANSFORMS]
 ATTACKS = ["none", "fgsm", "ifgsm", "pgd", "cw", "lbfgs", "autoattack", "bpda", "eot", "bpda_eot"]
 # What an attack needs around it to run as shipped: C&W and L-BFGS are L2 attacks; EOT averages a random g.
@@ -54,6 +57,7 @@ def test_every_config_file_is_covered_by_these_tests() -> None:
         "main.yaml",
         "learn_quantization.yaml",
         "learn_approximator.yaml",
+        "learn_robustifier.yaml",
         "paths/default.yaml",
         "hydra/default.yaml",
     }
@@ -162,7 +166,10 @@ def test_robustbench_configs_reach_the_loader_and_fail_fast_offline(option: str,
 @pytest.mark.parametrize("option", DEFENSES)
 def test_defense_configs_bind_to_a_backbone_and_protect(option: str, compose_config, digits_models) -> None:
     cfg = compose_config(f"defense={option}")
-    defense = bind_defense(instantiate(cfg.defense), digits_models["digits_cnn_at"])
+    backbone = digits_models["digits_cnn_at"]
+    # A5 with no checkpoint gets the project's robustifier, as a run binds it (trained once into the session zoo).
+    factory = bind_robustifier(instantiate(cfg.defense), OmegaConf.to_container(cfg, resolve=True), backbone)
+    defense = bind_defense(factory, backbone)
     x = torch.rand(2, 1, 16, 16)
     assert defense(x, torch.tensor([1, 2])).shape == x.shape
 

@@ -149,3 +149,51 @@ def test_bpda_against_the_second_papers_defense_records_every_round(tmp_path: Pa
     assert "| NoDefense | DCTDistortion    | BPDA targeted |" in stdout
     assert 0 <= results["metrics"]["test/attack_success_rate"] <= 1
     assert list((tmp_path / "wandb").glob("offline-run-*"))
+
+
+def run_sweep(sweep_dir: Path, zoo_dir: Path, *overrides: str) -> list[dict]:
+    """One Hydra multirun of src/main.py; the results.json of every job, in job order."""
+    command = main_command(sweep_dir / "unused", zoo_dir, *overrides, f"hydra.sweep.dir={sweep_dir}")
+    command.insert(2, "-m")  # Hydra's flag goes before the overrides
+    done = subprocess.run(command, capture_output=True, text=True, timeout=900, cwd=ROOT)
+    assert done.returncode == 0, done.stdout[-3000:] + done.stderr[-3000:]
+    jobs = sorted((path for path in sweep_dir.iterdir() if path.name.isdigit()), key=lambda path: int(path.name))
+    return [json.loads((job / "results.json").read_text()) for job in jobs]
+
+
+def test_preemptive_baselines_and_fast_preemption_knobs_run_through_main(
+    tmp_path: Path, zoo_dir: Path, digits_models
+) -> None:
+    """Bi-Level, A5, the two presets and the ablation knobs as users run them: each protects within the budget and
+    leaves the victim more robust to PGD than no defense, on the same 32 digits."""
+    common = ("attack=pgd", "dataset.n_samples=32", "logger=none")
+    options = ["none", "bilevel", "bilevel_fp", "a5", "fast_preemption_mspd"]
+    baselines = run_sweep(tmp_path / "baselines", zoo_dir, f"defense={','.join(options)}", *common)
+    knobs = run_sweep(
+        tmp_path / "knobs",
+        zoo_dir,
+        "defense=fast_preemption",
+        "defense.optimizer=fgsm,pgd",
+        "defense.schedule=cascade,alternate",
+        *common,
+    )
+    undefended = baselines[0]["metrics"]["test/robust_acc"]
+    assert [result["run"]["defense"] for result in baselines] == [
+        "NoDefense",
+        "BiLevel",
+        "FastPreemption",
+        "A5",
+        "FastPreemption",
+    ]
+    assert [result["config"]["defense"]["eta"] for result in (baselines[2], baselines[4])] == [0.1, 1.0]
+    assert [(r["config"]["defense"]["optimizer"], r["config"]["defense"]["schedule"]) for r in knobs] == [
+        ("fgsm", "cascade"),
+        ("fgsm", "alternate"),
+        ("pgd", "cascade"),
+        ("pgd", "alternate"),
+    ]
+    for result in baselines[1:] + knobs:
+        metrics, overrides = result["metrics"], result["run"]["overrides"]
+        assert metrics["test/linf"] <= 0.2 + 1e-5, overrides
+        assert metrics["test/robust_acc"] >= undefended + 0.15, (overrides, undefended, metrics["test/robust_acc"])
+        assert metrics["test/defense_seconds_per_image"] > 0, overrides

@@ -8,6 +8,7 @@ input, detached from the graph, and it must leave its inputs untouched.
 from __future__ import annotations
 
 import functools
+import inspect
 from collections.abc import Callable
 from dataclasses import dataclass
 
@@ -24,6 +25,7 @@ from omegaconf import DictConfig, OmegaConf
 from torch import nn
 
 from preempt.defenses import bind_defense
+from preempt.defenses.a5 import Robustifier
 from preempt.models import PixelClassifier
 from preempt.threat import NORMS, distance
 
@@ -58,6 +60,8 @@ ITERATION_KEYS = {
     "binary_search_steps": st.integers(1, 2),
     "search_steps": st.integers(1, 2),
     "max_iterations": st.integers(1, 5),
+    "iterations": st.integers(1, 3),
+    "inner_steps": st.integers(1, 3),
 }
 
 Part = Callable[[torch.Tensor, torch.Tensor], torch.Tensor]  # a bound defense or attack
@@ -107,7 +111,8 @@ def cases(draw: st.DrawFn, group: str, option: str, norm: str) -> Case:
     return Case(
         images=draw(arrays(dtype, (batch, *IMAGE_SHAPE), elements=pixels)),
         eps=draw(st.floats(low, high, exclude_min=True)),
-        overrides=draw(iteration_overrides(group, set(config))),
+        # Unset (null) keys keep their meaning: Fast Preemption's `iterations` is only PGD's.
+        overrides=draw(iteration_overrides(group, {key for key, value in config.items() if value is not None})),
         seed=draw(st.integers(0, 2**31 - 1)),
     )
 
@@ -130,6 +135,12 @@ def tiny_classifier(dtype: torch.dtype) -> PixelClassifier:
         nn.Conv2d(channels, 4, 3, padding=1), nn.ReLU(), nn.Flatten(), nn.Linear(4 * height * width, N_CLASSES)
     )
     return PixelClassifier(network, name="tiny", input_shape=IMAGE_SHAPE).to(dtype)
+
+
+@functools.cache
+def tiny_robustifier(dtype: torch.dtype) -> Robustifier:
+    torch.manual_seed(0)
+    return Robustifier(IMAGE_SHAPE[0], width=4, kernel_size=3).to(dtype).requires_grad_(False)
 
 
 @pytest.fixture(autouse=True, scope="module")
@@ -176,6 +187,9 @@ def test_discovery_finds_the_current_options() -> None:
 def test_defense_output_is_valid_and_within_budget(option: str, norm: str, compose_config) -> None:
     base = compose_config(f"defense={option}")
     budgeted = "eps" in base.defense  # NoDefense has no budget: it sends the images as they are
+    takes_robustifier = "robustifier" in inspect.signature(get_object(base.defense._target_)).parameters
+    if norm not in getattr(get_object(base.defense._target_), "norms", NORMS):
+        pytest.skip(f"{option} refuses norm={norm} (tested in its own tests)")
 
     @example_settings("defense", option)
     @given(case=cases("defense", option, norm), data=st.data())
@@ -184,7 +198,10 @@ def test_defense_output_is_valid_and_within_budget(option: str, norm: str, compo
         x = torch.from_numpy(case.images)
         labels = torch.from_numpy(data.draw(label_arrays(len(x)), label="labels"))
         torch.manual_seed(case.seed)
-        defense = bind_defense(instantiate(cfg.defense), tiny_classifier(x.dtype))
+        factory = instantiate(cfg.defense)
+        if takes_robustifier:  # A5: a seeded random robustifier stands in for a trained one
+            factory = functools.partial(factory, robustifier=tiny_robustifier(x.dtype))
+        defense = bind_defense(factory, tiny_classifier(x.dtype))
         protected = run_unmodified(defense, x, labels)
         assert_valid_output(protected, x, case.eps, norm, budgeted)
 

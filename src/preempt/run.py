@@ -83,6 +83,18 @@ def bind_approximator(attack: functools.partial, config: dict) -> functools.part
     return functools.partial(attack, approximator=approximator)
 
 
+def bind_robustifier(defense: functools.partial, config: dict, backbone: object) -> functools.partial:
+    """A5 without a checkpoint gets the project's robustifier for this backbone and dataset: loaded from the cache,
+    or trained there against the backbone on the dataset's training images on first use (like the digits zoo)."""
+    from preempt.defenses.a5 import A5, load_or_train_robustifier
+
+    if getattr(defense, "func", None) is not A5 or config["defense"].get("checkpoint") is not None:
+        return defense
+    cache_dir = config["paths"]["cache_dir"]
+    robustifier = load_or_train_robustifier(defense(), backbone, config["backbone"], config["dataset"], cache_dir)
+    return functools.partial(defense, robustifier=robustifier)
+
+
 def task_overrides() -> list[str]:
     """The command-line overrides of this run, recorded so tables can tell sweep jobs apart."""
     from hydra.core.hydra_config import HydraConfig
@@ -111,7 +123,7 @@ def evaluate(cfg: DictConfig) -> dict | None:
     check_models_fit_dataset(models, dataset)
     module = PreemptiveEvaluation(
         **models,
-        defense=instantiate(cfg.defense),
+        defense=bind_robustifier(instantiate(cfg.defense), config, models["backbone"]),
         attack=bind_approximator(instantiate(cfg.attack), config),
         num_classes=dataset.num_classes,
         seed=cfg.seed,

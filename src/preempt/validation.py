@@ -23,6 +23,7 @@ from omegaconf.errors import InterpolationResolutionError, MissingMandatoryValue
 from pydantic import BaseModel, ConfigDict, TypeAdapter, ValidationError
 from pydantic.errors import PydanticSchemaGenerationError
 
+from preempt.checkpoints import CheckpointError
 from preempt.constraints import ARBITRARY_TYPES, AtLeastOne, Eps, NonNegative, Norm
 from preempt.datasets.base import ImageDataset
 from preempt.models.ground_truth import GroundTruth
@@ -258,7 +259,7 @@ def _dry_build(group: str, target: Callable, settings: dict) -> Any:
         return target(**settings, **models)
     except ValidationError as error:
         raise ConfigError(_format_errors(error, group)) from None
-    except (ValueError, TypeError) as error:
+    except (ValueError, TypeError, CheckpointError) as error:  # a weight file the part reads: missing or unfit
         raise ConfigError(f"{group}: {error}") from None
 
 
@@ -345,8 +346,9 @@ def check_parts_fit_dataset(container: dict, dataset: ImageDataset) -> None:
             raise ConfigError(_class_count_message(role, name, spec.num_classes, dataset))
     for group in ("threat", *BOUND_AT_TEST_START):
         node = container[group]
-        if "eps" in node:
-            validate_budget_or_refuse(node["eps"], node["norm"], group, dataset.image_shape)
+        budgets = node.get("eps", [])
+        for eps in budgets if isinstance(budgets, list) else [budgets]:
+            validate_budget_or_refuse(eps, node["norm"], group, dataset.image_shape)
 
 
 def _shape_message(role: str, name: str, shape: tuple[int, ...], dataset: ImageDataset) -> str:

@@ -1,0 +1,233 @@
+"""Fast Preemption's invariants, its purpose, its ablation knobs and the authors'-code preset."""
+
+import pytest
+import torch
+import torch.nn.functional as F
+from hydra.utils import instantiate
+from torch import nn
+
+from preempt.defenses.base import NoDefense, bind_defense
+from preempt.defenses.fast_preemption import FastPreemption, step_order
+from preempt.models import PixelClassifier
+from preempt.threat import distance
+
+
+def tiny_backbone(channels: int = 3) -> PixelClassifier:
+    torch.manual_seed(0)
+    network = nn.Sequential(nn.Conv2d(channels, 8, 3, padding=1), nn.ReLU(), nn.Flatten(), nn.Linear(8 * 64, 10))
+    return PixelClassifier(network, name="tiny", input_shape=(channels, 8, 8))
+
+
+def cross_entropy(model: nn.Module, x: torch.Tensor, labels: torch.Tensor) -> float:
+    with torch.no_grad():
+        return F.cross_entropy(model(x), labels).item()
+
+
+def assert_valid_protection(x: torch.Tensor, protected: torch.Tensor, eps: float, norm: str) -> None:
+    assert protected.shape == x.shape
+    assert protected.dtype == x.dtype
+    assert protected.min() >= 0 and protected.max() <= 1
+    assert (distance(protected, x, norm) <= eps + 1e-5).all()
+    assert not protected.requires_grad
+
+
+@pytest.mark.parametrize("norm", ["Linf", "L2"])
+def test_invariants_on_random_batch(norm: str) -> None:
+    backbone = tiny_backbone()
+    x = torch.rand(6, 3, 8, 8)
+    labels = torch.randint(0, 10, (6,))
+    eps = 8 / 255 if norm == "Linf" else 0.5
+    protected = FastPreemption(backbone, eps=eps, norm=norm, n_samples=5)(x, labels)
+    assert_valid_protection(x, protected, eps, norm)
+    assert not torch.equal(protected, x)
+
+
+def test_invariants_and_lower_loss_on_real_digits(digits_models, digits_batch) -> None:
+    x, _ = digits_batch
+    classifier, backbone = digits_models["digits_cnn"], digits_models["digits_cnn_at"]
+    with torch.no_grad():
+        labels = classifier(x).argmax(dim=1)
+    protected = FastPreemption(backbone, eps=0.2)(x, labels)
+    assert_valid_protection(x, protected, 0.2, "Linf")
+    assert cross_entropy(backbone, protected, labels) < 0.5 * cross_entropy(backbone, x, labels)
+
+
+def test_invariants_and_lower_loss_on_real_cifar10(resnet18, cifar_batch) -> None:
+    x, _ = cifar_batch
+    x = x[:8]
+    with torch.no_grad():
+        labels = resnet18(x).argmax(dim=1)
+    protected = FastPreemption(resnet18, eps=8 / 255, n_samples=4)(x, labels)
+    assert_valid_protection(x, protected, 8 / 255, "Linf")
+    assert cross_entropy(resnet18, protected, labels) < cross_entropy(resnet18, x, labels)
+
+
+def test_n_random_starts_are_one_batched_pass_per_step() -> None:
+    backbone = tiny_backbone()
+    batch_sizes: list[int] = []
+    backbone.register_forward_hook(lambda module, inputs, output: batch_sizes.append(len(inputs[0])))
+    x = torch.rand(3, 3, 8, 8)
+    FastPreemption(backbone, eps=0.03, forward_steps=2, backward_steps=3, n_samples=7)(x, torch.zeros(3).long())
+    assert batch_sizes == [3 * 7] * 5
+
+
+def test_steps_follow_algorithm_1_directions() -> None:
+    """Forward steps alone lower the backbone's loss; backward steps alone raise the FGSM loss they reverse."""
+    backbone = tiny_backbone()
+    x = torch.rand(32, 3, 8, 8)
+    labels = torch.randint(0, 10, (32,))
+    forward_only = FastPreemption(backbone, eps=0.1, forward_steps=3, backward_steps=0)(x, labels)
+    assert cross_entropy(backbone, forward_only, labels) < cross_entropy(backbone, x, labels)
+    torch.manual_seed(1)
+    reversed_attack = FastPreemption(backbone, eps=0.1, forward_steps=0, backward_steps=3)(x, labels)
+    assert cross_entropy(backbone, reversed_attack, labels) < cross_entropy(backbone, x, labels)
+
+
+def test_same_seed_same_protection() -> None:
+    backbone = tiny_backbone()
+    x, labels = torch.rand(4, 3, 8, 8), torch.arange(4)
+    defense = FastPreemption(backbone, eps=0.05, n_samples=3)
+    torch.manual_seed(7)
+    first = defense(x, labels)
+    torch.manual_seed(7)
+    assert torch.equal(first, defense(x, labels))
+
+
+def test_no_defense_is_identity() -> None:
+    x = torch.rand(2, 3, 8, 8)
+    assert torch.equal(NoDefense()(x, torch.zeros(2).long()), x)
+
+
+@pytest.mark.parametrize(
+    ("kwargs", "message"),
+    [
+        ({"eps": 8.0}, "8/255"),
+        ({"eps": 0.03, "forward_steps": 0, "backward_steps": 0}, "at least"),
+        ({"eps": 0.03, "n_samples": 0}, "n_samples"),
+        ({"eps": 0.03, "eta": 0}, "eta"),
+    ],
+)
+def test_bad_settings_fail_with_the_fix(kwargs: dict, message: str) -> None:
+    with pytest.raises(ValueError, match=message):
+        FastPreemption(tiny_backbone(), **kwargs)
+
+
+def test_pgd_with_one_iteration_is_fgsm() -> None:
+    backbone = tiny_backbone()
+    x, labels = torch.rand(5, 3, 8, 8), torch.randint(0, 10, (5,))
+    protected = {}
+    for optimizer, iterations in (("fgsm", None), ("pgd", 1)):
+        torch.manual_seed(3)
+        defense = FastPreemption(backbone, eps=0.05, n_samples=4, optimizer=optimizer, iterations=iterations)
+        protected[optimizer] = defense(x, labels)
+    assert torch.equal(protected["fgsm"], protected["pgd"])
+
+
+def test_pgd_runs_its_iterations_in_one_batched_pass_each() -> None:
+    backbone = tiny_backbone()
+    batch_sizes: list[int] = []
+    backbone.register_forward_hook(lambda module, inputs, output: batch_sizes.append(len(inputs[0])))
+    x = torch.rand(3, 3, 8, 8)
+    defense = FastPreemption(backbone, eps=0.03, forward_steps=1, backward_steps=2, n_samples=5, optimizer="pgd")
+    assert defense.iterations == 10 and defense.step_size == pytest.approx(0.25 * 0.03)
+    defense(x, torch.zeros(3).long())
+    assert batch_sizes == [3 * 5] * (3 * 10)
+
+
+def test_pgd_inner_optimizer_lowers_the_loss_further_than_fgsm_per_step() -> None:
+    """Eq. 12: I PGD steps find a better inner example than one FGSM step, so one forward step gains more."""
+    backbone = tiny_backbone()
+    x, labels = torch.rand(32, 3, 8, 8), torch.randint(0, 10, (32,))
+    losses = {}
+    for optimizer in ("fgsm", "pgd"):
+        torch.manual_seed(0)
+        defense = FastPreemption(backbone, eps=0.05, eta=1.0, forward_steps=1, backward_steps=0, optimizer=optimizer)
+        losses[optimizer] = cross_entropy(backbone, defense(x, labels), labels)
+    assert losses["pgd"] < losses["fgsm"] < cross_entropy(backbone, x, labels)
+
+
+def test_step_order_cascades_or_alternates() -> None:
+    forward, backward = True, False
+    assert step_order(2, 3, "cascade") == [forward] * 2 + [backward] * 3
+    assert step_order(2, 3, "alternate") == [forward, backward, forward, backward, backward]
+    assert step_order(3, 1, "alternate") == [forward, backward, forward, forward]
+
+
+@pytest.mark.parametrize(("forward_steps", "backward_steps"), [(0, 3), (3, 0)])
+def test_alternate_equals_cascade_when_one_direction_is_empty(forward_steps: int, backward_steps: int) -> None:
+    backbone = tiny_backbone()
+    x, labels = torch.rand(4, 3, 8, 8), torch.randint(0, 10, (4,))
+    protected = {}
+    for schedule in ("cascade", "alternate"):
+        torch.manual_seed(5)
+        steps = {"forward_steps": forward_steps, "backward_steps": backward_steps}
+        protected[schedule] = FastPreemption(backbone, eps=0.05, n_samples=3, schedule=schedule, **steps)(x, labels)
+    assert torch.equal(protected["cascade"], protected["alternate"])
+
+
+def test_alternate_differs_from_cascade_when_both_directions_run() -> None:
+    backbone = tiny_backbone()
+    x, labels = torch.rand(4, 3, 8, 8), torch.randint(0, 10, (4,))
+    protected = {}
+    for schedule in ("cascade", "alternate"):
+        torch.manual_seed(5)
+        defense = FastPreemption(backbone, eps=0.05, forward_steps=2, backward_steps=2, n_samples=3, schedule=schedule)
+        protected[schedule] = defense(x, labels)
+    assert not torch.equal(protected["cascade"], protected["alternate"])
+
+
+def test_fgsm_refuses_pgd_settings_with_the_fix() -> None:
+    with pytest.raises(ValueError, match="set optimizer=pgd"):
+        FastPreemption(None, eps=0.03, iterations=5)
+    with pytest.raises(ValueError, match="set optimizer=pgd"):
+        FastPreemption(None, eps=0.03, step_size=0.01)
+
+
+def reference_rule(
+    x: torch.Tensor,
+    labels: torch.Tensor,
+    weight: torch.Tensor,
+    bias: torch.Tensor,
+    eps: float,
+    eta: float,
+    noise: list[torch.Tensor],
+) -> torch.Tensor:
+    """The authors' MSPD.py rule, by hand on a linear model (CE gradient (softmax − onehot)·W), one forward step
+    (descend) then one backward step (ascend, then step away), N examples per step from the given noise."""
+    n = len(noise[0]) // len(x)
+
+    def sign_gradient(z: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
+        probabilities = torch.softmax(z.flatten(1) @ weight.T + bias, dim=1)
+        return ((probabilities - F.one_hot(y, 10).to(z.dtype)) @ weight).view_as(z).sign()
+
+    def smoothed(c: torch.Tensor, u: torch.Tensor, ascend: bool) -> torch.Tensor:
+        centre = c.repeat_interleave(n, dim=0)
+        starts = (centre + u).clamp(0, 1)
+        stepped = starts + (eps if ascend else -eps) * sign_gradient(starts, labels.repeat_interleave(n))
+        examples = (centre + (stepped - centre).clamp(-eps, eps)).clamp(0, 1)
+        return examples.view(len(x), n, *x.shape[1:]).mean(dim=1)
+
+    def onto_ball_around_x(z: torch.Tensor) -> torch.Tensor:
+        return (x + (z - x).clamp(-eps, eps)).clamp(0, 1)
+
+    x_forward = onto_ball_around_x(x + eta * (smoothed(x, noise[0], ascend=False) - x))
+    return onto_ball_around_x(x_forward - eta * (smoothed(x_forward, noise[1], ascend=True) - x_forward))
+
+
+def test_mspd_preset_matches_the_reference_rule_by_hand(compose_config) -> None:
+    cfg = compose_config("defense=fast_preemption_mspd", "defense.n_samples=3", "threat.eps=0.1")
+    torch.manual_seed(0)
+    linear = nn.Linear(3 * 8 * 8, 10).double()
+    backbone = nn.Sequential(nn.Flatten(), linear).requires_grad_(False)
+    defense = bind_defense(instantiate(cfg.defense), backbone)
+    assert (defense.eta, defense.forward_steps, defense.backward_steps) == (1.0, 1, 1)
+    x, labels = torch.rand(4, 3, 8, 8, dtype=torch.float64), torch.randint(0, 10, (4,))
+    torch.manual_seed(11)
+    protected = defense(x, labels)
+    torch.manual_seed(11)  # the defense draws each step's N×B uniform starts in this order
+    noise = [(torch.rand(12, 3, 8, 8, dtype=torch.float64) * 2 - 1) * 0.1 for _ in range(2)]
+    expected = reference_rule(x, labels, linear.weight, linear.bias, 0.1, 1.0, noise)
+    torch.testing.assert_close(protected, expected)
+    paper = bind_defense(instantiate(compose_config("defense=fast_preemption", "threat.eps=0.1").defense), backbone)
+    torch.manual_seed(11)
+    assert not torch.allclose(paper(x, labels), protected)
