@@ -83,11 +83,15 @@ def test_ablation_sweep_script_runs_every_job_and_tables_them(tmp_path: Path, zo
     overrides = ["dataset.n_samples=8", f"paths.cache_dir={zoo_dir}", "trainer.enable_progress_bar=false"]
     done = subprocess.run(["bash", str(script), *overrides], capture_output=True, text=True, env=env, timeout=900)
     assert done.returncode == 0, done.stdout[-3000:] + done.stderr[-3000:]
-    assert len(list((tmp_path / "ablation_n_samples").rglob("results.json"))) == 3
-    assert len(list((tmp_path / "ablation_fore_back").rglob("results.json"))) == 9
+    jobs = {"n_samples": 3, "optimizer": 4, "fore_back": 9, "schedules": 4, "classifier": 3, "backbone": 4}
+    for task, count in jobs.items():
+        assert len(list((tmp_path / f"ablation_{task}").rglob("results.json"))) == count, task
     combined = done.stdout[done.stdout.index("== ablation_n_samples") :]  # after the per-job tables
     rows = [line for line in combined.splitlines() if line.startswith("| FastPreemption")]
-    assert len(rows) == 12 and any("defense.forward_steps=2 defense.backward_steps=3" in row for row in rows)
+    assert len(rows) == sum(jobs.values())
+    assert any("defense.forward_steps=2 defense.backward_steps=3" in row for row in rows)
+    assert any("defense.forward_steps=50 defense.backward_steps=50 defense.schedule=alternate" in row for row in rows)
+    assert any("classifier=ground_truth" in row for row in rows) and any("backbone=digits_mlp" in row for row in rows)
 
 
 def test_a_failing_ddp_rank_ends_the_run_with_its_error(tmp_path: Path, zoo_dir: Path, digits_models) -> None:

@@ -236,6 +236,15 @@ def _check(schema: type[BaseModel], data: dict, prefix: str, allowed_hint: bool 
         raise ConfigError("; ".join(messages)) from None
 
 
+def read_section(schema: Callable, settings: dict, key: str) -> Any:
+    """A command's own config section (a training recipe) built by its schema; each refusal names `key.<field>`."""
+    try:
+        return schema(**settings)
+    except ValidationError as error:
+        problems = [f"{key}.{'.'.join(map(str, e['loc']))}={e['input']!r}: {e['msg']}" for e in error.errors()]
+        raise ConfigError("; ".join(problems)) from None
+
+
 def validate_budget_or_refuse(eps: float, norm: str, key: str, image_shape: tuple[int, ...] | None = None) -> None:
     """`threat.validate_budget` with the key named; with the image shape, L2 budgets beyond the image too."""
     try:

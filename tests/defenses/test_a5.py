@@ -1,5 +1,6 @@
 """A5's robustifier: the formula, the authors' checkpoint format, failures that name the file, and our R."""
 
+import dataclasses
 import re
 from pathlib import Path
 
@@ -11,7 +12,7 @@ from omegaconf import OmegaConf, open_dict
 
 from preempt.checkpoints import CheckpointError
 from preempt.defenses import a5 as a5_module
-from preempt.defenses.a5 import A5, Robustifier, load_or_train_robustifier
+from preempt.defenses.a5 import A5, Robustifier, RobustifierRecipe, load_or_train_robustifier
 from preempt.defenses.learn_robustifier import learn_robustifier
 from preempt.validation import ConfigError, validate_config
 
@@ -109,3 +110,24 @@ def test_learned_robustifier_is_cached_and_stays_in_budget(
     protected = A5(eps=0.2, robustifier=robustifier)(x, y)
     assert_in_budget(protected, x, 0.2, "Linf")
     assert accuracy(backbone, protected, y) >= accuracy(backbone, x, y)
+
+
+def test_command_recipe_is_the_one_a_run_uses() -> None:
+    with initialize_config_dir(config_dir=str(CONF_DIR), version_base="1.3"):
+        cfg = compose(config_name="learn_robustifier")
+    assert OmegaConf.to_container(cfg.robustifier) == dataclasses.asdict(RobustifierRecipe())
+
+
+def test_command_refuses_a_bad_recipe_key_and_a_loaded_robustifier(zoo_dir: Path, tmp_path: Path) -> None:
+    def command(*overrides: str) -> None:
+        with initialize_config_dir(config_dir=str(CONF_DIR), version_base="1.3"):
+            cfg = compose(config_name="learn_robustifier", overrides=[f"paths.cache_dir={zoo_dir}", *overrides])
+        with open_dict(cfg):
+            cfg.paths.output_dir = str(tmp_path)
+        learn_robustifier(cfg)
+
+    with pytest.raises(ConfigError, match=r"robustifier\.epochs=0"):
+        command("robustifier.epochs=0")
+    saved_robustifier(tmp_path / "r.pt", channels=1)
+    with pytest.raises(ConfigError, match=r"drop defense\.checkpoint"):
+        command(f"defense.checkpoint={tmp_path / 'r.pt'}")

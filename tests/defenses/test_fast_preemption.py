@@ -112,15 +112,16 @@ def test_bad_settings_fail_with_the_fix(kwargs: dict, message: str) -> None:
         FastPreemption(tiny_backbone(), **kwargs)
 
 
+def protected_by(seed: int, **settings) -> torch.Tensor:
+    """Fast Preemption with `settings` (eps 0.05, N 3 unless given) on a fixed random batch, torch seeded first."""
+    generator = torch.Generator().manual_seed(0)
+    x, labels = torch.rand(4, 3, 8, 8, generator=generator), torch.randint(0, 10, (4,), generator=generator)
+    torch.manual_seed(seed)
+    return FastPreemption(tiny_backbone(), **{"eps": 0.05, "n_samples": 3, **settings})(x, labels)
+
+
 def test_pgd_with_one_iteration_is_fgsm() -> None:
-    backbone = tiny_backbone()
-    x, labels = torch.rand(5, 3, 8, 8), torch.randint(0, 10, (5,))
-    protected = {}
-    for optimizer, iterations in (("fgsm", None), ("pgd", 1)):
-        torch.manual_seed(3)
-        defense = FastPreemption(backbone, eps=0.05, n_samples=4, optimizer=optimizer, iterations=iterations)
-        protected[optimizer] = defense(x, labels)
-    assert torch.equal(protected["fgsm"], protected["pgd"])
+    assert torch.equal(protected_by(3, optimizer="fgsm"), protected_by(3, optimizer="pgd", iterations=1))
 
 
 def test_pgd_runs_its_iterations_in_one_batched_pass_each() -> None:
@@ -155,25 +156,13 @@ def test_step_order_cascades_or_alternates() -> None:
 
 @pytest.mark.parametrize(("forward_steps", "backward_steps"), [(0, 3), (3, 0)])
 def test_alternate_equals_cascade_when_one_direction_is_empty(forward_steps: int, backward_steps: int) -> None:
-    backbone = tiny_backbone()
-    x, labels = torch.rand(4, 3, 8, 8), torch.randint(0, 10, (4,))
-    protected = {}
-    for schedule in ("cascade", "alternate"):
-        torch.manual_seed(5)
-        steps = {"forward_steps": forward_steps, "backward_steps": backward_steps}
-        protected[schedule] = FastPreemption(backbone, eps=0.05, n_samples=3, schedule=schedule, **steps)(x, labels)
-    assert torch.equal(protected["cascade"], protected["alternate"])
+    steps = {"forward_steps": forward_steps, "backward_steps": backward_steps}
+    assert torch.equal(protected_by(5, schedule="cascade", **steps), protected_by(5, schedule="alternate", **steps))
 
 
 def test_alternate_differs_from_cascade_when_both_directions_run() -> None:
-    backbone = tiny_backbone()
-    x, labels = torch.rand(4, 3, 8, 8), torch.randint(0, 10, (4,))
-    protected = {}
-    for schedule in ("cascade", "alternate"):
-        torch.manual_seed(5)
-        defense = FastPreemption(backbone, eps=0.05, forward_steps=2, backward_steps=2, n_samples=3, schedule=schedule)
-        protected[schedule] = defense(x, labels)
-    assert not torch.equal(protected["cascade"], protected["alternate"])
+    steps = {"forward_steps": 2, "backward_steps": 2}
+    assert not torch.equal(protected_by(5, schedule="cascade", **steps), protected_by(5, schedule="alternate", **steps))
 
 
 def test_fgsm_refuses_pgd_settings_with_the_fix() -> None:

@@ -17,7 +17,6 @@ import hydra
 import torch
 from hydra.utils import instantiate
 from omegaconf import DictConfig, OmegaConf, open_dict
-from pydantic import ValidationError
 from torch import nn
 
 from preempt.attacks.approximator import (
@@ -30,18 +29,9 @@ from preempt.attacks.approximator import (
 from preempt.config import register_resolvers
 from preempt.files import exit_cleanly_on_sigterm
 from preempt.run import one_line_refusals
-from preempt.validation import ConfigError, option_name, validate_config
+from preempt.validation import ConfigError, option_name, read_section, validate_config
 
 log = logging.getLogger(__name__)
-
-
-def read_recipe(settings: dict) -> ApproximatorRecipe:
-    """The `approximator:` settings checked like every other part: each refusal names the key."""
-    try:
-        return ApproximatorRecipe(**settings)
-    except ValidationError as error:
-        problems = [f"approximator.{'.'.join(map(str, e['loc']))}={e['input']!r}: {e['msg']}" for e in error.errors()]
-        raise ConfigError("; ".join(problems)) from None
 
 
 def fidelity_table(fidelity: dict[str, dict[str, float]]) -> str:
@@ -52,7 +42,9 @@ def fidelity_table(fidelity: dict[str, dict[str, float]]) -> str:
 
 def learn_approximator(cfg: DictConfig) -> dict[str, dict[str, float]]:
     with open_dict(cfg):
-        recipe = read_recipe(OmegaConf.to_container(cfg.pop("approximator"), resolve=True))
+        recipe = read_section(
+            ApproximatorRecipe, OmegaConf.to_container(cfg.pop("approximator"), resolve=True), "approximator"
+        )
     for warning in validate_config(cfg, scoring=False):
         log.warning(warning)
     config = OmegaConf.to_container(cfg, resolve=True)

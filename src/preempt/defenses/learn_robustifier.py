@@ -17,29 +17,21 @@ import hydra
 import torch
 from hydra.utils import instantiate
 from omegaconf import DictConfig, OmegaConf, open_dict
-from pydantic import ValidationError
 
 from preempt.config import register_resolvers
 from preempt.defenses.a5 import A5, RobustifierRecipe, full_recipe, load_or_train_robustifier, robustifier_path
 from preempt.files import exit_cleanly_on_sigterm
 from preempt.run import one_line_refusals
-from preempt.validation import ConfigError, validate_config
+from preempt.validation import ConfigError, read_section, validate_config
 
 log = logging.getLogger(__name__)
 
 
-def read_recipe(settings: dict) -> RobustifierRecipe:
-    """The `robustifier:` settings checked like every other part: each refusal names the key."""
-    try:
-        return RobustifierRecipe(**settings)
-    except ValidationError as error:
-        problems = [f"robustifier.{'.'.join(map(str, e['loc']))}={e['input']!r}: {e['msg']}" for e in error.errors()]
-        raise ConfigError("; ".join(problems)) from None
-
-
 def learn_robustifier(cfg: DictConfig) -> dict[str, float]:
     with open_dict(cfg):
-        recipe = dataclasses.asdict(read_recipe(OmegaConf.to_container(cfg.pop("robustifier"), resolve=True)))
+        recipe = dataclasses.asdict(
+            read_section(RobustifierRecipe, OmegaConf.to_container(cfg.pop("robustifier"), resolve=True), "robustifier")
+        )
     for warning in validate_config(cfg, scoring=False):
         log.warning(warning)
     config = OmegaConf.to_container(cfg, resolve=True)
