@@ -70,6 +70,8 @@ def test_refuses_other_norms_and_unpaired_normalization() -> None:
         A5(eps=0.5, norm="L2")
     with pytest.raises(ValueError, match="give both"):
         A5(eps=0.1, mean=[0.5])
+    with pytest.raises(ValueError, match=r"unset them, or set defense\.checkpoint"):
+        A5(eps=0.1, mean=[0.5], std=[0.2])
 
 
 def test_channel_mismatch_says_what_to_use(tmp_path: Path) -> None:

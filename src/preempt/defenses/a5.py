@@ -149,6 +149,11 @@ class A5(Defense):
             validate_budget(value, norm)
         if (mean is None) != (std is None) or (mean is not None and len(mean) != len(std)):
             raise ValueError(f"mean={mean} and std={std}: give both, one value per channel, or neither")
+        if mean is not None and checkpoint is None and robustifier is None:
+            raise ValueError(
+                "defense.mean and defense.std describe a loaded robustifier's input, and the project's own "
+                "robustifier reads [0,1] pixels: unset them, or set defense.checkpoint"
+            )
         self.eps = eps
         self.mean, self.std = mean, std
         self.width, self.kernel_size = width, kernel_size
@@ -257,11 +262,6 @@ def load_or_train_robustifier(
 ) -> Robustifier:
     """The cached R for this backbone, training images, eps and recipe, trained and cached first if there is no
     intact one. Training uses the dataset's whole train split where its loader has one."""
-    if defense.mean is not None:
-        raise ValueError(
-            "defense.mean and defense.std describe a loaded robustifier's input; the project's own robustifier reads "
-            "[0,1] pixels: unset them, or set defense.checkpoint"
-        )
     if isinstance(defense.eps, list):
         raise ValueError(
             "the project's robustifier is trained with one eps for all channels: set defense.eps to one value"
