@@ -9,16 +9,19 @@ from __future__ import annotations
 import contextlib
 import hashlib
 import json
+import logging
 import os
 import pickle
 import re
 import zipfile
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from pathlib import Path
 
 import torch
 
 from preempt.files import replace_atomically
+
+log = logging.getLogger(__name__)
 
 FORCE_WEIGHTS_ONLY = "TORCH_FORCE_WEIGHTS_ONLY_LOAD"
 FORCE_NO_WEIGHTS_ONLY = "TORCH_FORCE_NO_WEIGHTS_ONLY_LOAD"
@@ -109,6 +112,27 @@ def _first_line(error: BaseException) -> str:
 def recipe_key(recipe: dict) -> str:
     """A short hash of everything a cached model depends on: its file name, so a changed setting trains anew."""
     return hashlib.sha256(json.dumps(recipe, sort_keys=True).encode()).hexdigest()[:12]
+
+
+def cache_path(cache_dir: str | Path, kind: str, recipe: dict) -> Path:
+    """Where the project caches a model of `kind` trained by `recipe`: `<cache_dir>/<kind>/<recipe_key>.pt`."""
+    return Path(cache_dir) / kind / f"{recipe_key(recipe)}.pt"
+
+
+def load_cached(path: Path, recipe: dict, build: Callable[[dict], torch.nn.Module]) -> torch.nn.Module | None:
+    """The cached model at `path`, frozen, if it is intact: `build(sidecar)` makes the empty model its state
+    loads into. A missing, truncated or altered cache, or a state that does not fit, means retraining (None,
+    with a warning), not an error."""
+    if not path.exists():
+        return None
+    try:
+        state, saved = load_with_checksum(path, recipe)
+        model = build(saved)
+        model.load_state_dict(state, strict=True)
+    except (RuntimeError, KeyError, TypeError) as error:  # CheckpointError, or a sidecar or state that does not fit
+        log.warning("cached model %s is unusable, retraining it: %s", path, error)
+        return None
+    return model.eval().requires_grad_(False)
 
 
 def sidecar_path(path: Path) -> Path:

@@ -72,6 +72,8 @@ def test_refuses_other_norms_and_unpaired_normalization() -> None:
         A5(eps=0.1, mean=[0.5])
     with pytest.raises(ValueError, match=r"unset them, or set defense\.checkpoint"):
         A5(eps=0.1, mean=[0.5], std=[0.2])
+    with pytest.raises(ValueError, match="one eps for all channels"):
+        A5(eps=[0.1, 0.2, 0.1])
 
 
 def test_channel_mismatch_says_what_to_use(tmp_path: Path) -> None:

@@ -26,7 +26,7 @@ from pydantic.dataclasses import dataclass
 from torch import Tensor, nn
 from torchmetrics.functional.image import structural_similarity_index_measure
 
-from preempt.checkpoints import load_with_checksum, recipe_key, save_with_checksum
+from preempt.checkpoints import cache_path, load_cached, save_with_checksum
 from preempt.constraints import AtLeastOne, NonNegative, Positive
 from preempt.receiver_defenses.base import InputTransform
 from preempt.threat import distance
@@ -159,7 +159,7 @@ def approximator_path(
 
 
 def _cache_path(full_recipe: dict, cache_dir: str | Path) -> Path:
-    return Path(cache_dir) / "approximators" / f"{recipe_key(full_recipe)}.pt"
+    return cache_path(cache_dir, "approximators", full_recipe)
 
 
 def load_or_train_approximator(
@@ -174,7 +174,8 @@ def load_or_train_approximator(
     """
     full_recipe = _full_recipe(transform_config, dataset_config, recipe)
     path = _cache_path(full_recipe, cache_dir)
-    cached = _load_cached(path, full_recipe)
+    layers, growth = full_recipe["approximator"]["layers"], full_recipe["approximator"]["growth"]
+    cached = load_cached(path, full_recipe, lambda saved: DenseAutoEncoder(saved["channels"], layers, growth))
     if cached is not None:
         return cached
     training_config = full_recipe["training_images"]
@@ -186,17 +187,3 @@ def load_or_train_approximator(
     save_with_checksum(model.state_dict(), path, {"recipe": full_recipe, "channels": images.shape[1]})
     log.info("cached the approximator at %s", path)
     return model
-
-
-def _load_cached(path: Path, recipe: dict) -> DenseAutoEncoder | None:
-    """The cached approximator if it is intact; a missing, truncated or altered cache means retraining, not an error."""
-    if not path.exists():
-        return None
-    try:
-        state, saved = load_with_checksum(path, recipe)
-        model = DenseAutoEncoder(saved["channels"], recipe["approximator"]["layers"], recipe["approximator"]["growth"])
-        model.load_state_dict(state, strict=True)
-    except (RuntimeError, KeyError, TypeError) as error:  # CheckpointError, or a sidecar or state that does not fit
-        log.warning("cached approximator %s is unusable, retraining it: %s", path, error)
-        return None
-    return model.eval().requires_grad_(False)

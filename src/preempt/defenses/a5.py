@@ -34,7 +34,7 @@ from torch import Tensor, nn
 
 from preempt.attacks.approximator import training_dataset_config
 from preempt.attacks.pgd import PGD
-from preempt.checkpoints import CheckpointError, load_checkpoint, load_with_checksum, recipe_key, save_with_checksum
+from preempt.checkpoints import CheckpointError, cache_path, load_cached, load_checkpoint, save_with_checksum
 from preempt.constraints import ARBITRARY_TYPES, AtLeastOne, Eps, NonNegative, Norm, Positive
 from preempt.defenses.base import Defense
 from preempt.threat import validate_budget
@@ -149,11 +149,17 @@ class A5(Defense):
             validate_budget(value, norm)
         if (mean is None) != (std is None) or (mean is not None and len(mean) != len(std)):
             raise ValueError(f"mean={mean} and std={std}: give both, one value per channel, or neither")
-        if mean is not None and checkpoint is None and robustifier is None:
-            raise ValueError(
-                "defense.mean and defense.std describe a loaded robustifier's input, and the project's own "
-                "robustifier reads [0,1] pixels: unset them, or set defense.checkpoint"
-            )
+        if checkpoint is None and robustifier is None:  # the project's own R will be bound: it has one recipe
+            if mean is not None:
+                raise ValueError(
+                    "defense.mean and defense.std describe a loaded robustifier's input, and the project's own "
+                    "robustifier reads [0,1] pixels: unset them, or set defense.checkpoint"
+                )
+            if isinstance(eps, list):
+                raise ValueError(
+                    "the project's robustifier is trained with one eps for all channels: set defense.eps to one "
+                    "value, or set defense.checkpoint"
+                )
         self.eps = eps
         self.mean, self.std = mean, std
         self.width, self.kernel_size = width, kernel_size
@@ -249,7 +255,7 @@ def full_recipe(defense: A5, backbone_config: dict, dataset_config: dict, recipe
 
 
 def robustifier_path(full: dict, cache_dir: str | Path) -> Path:
-    return Path(cache_dir) / "robustifiers" / f"{recipe_key(full)}.pt"
+    return cache_path(cache_dir, "robustifiers", full)
 
 
 def load_or_train_robustifier(
@@ -262,20 +268,11 @@ def load_or_train_robustifier(
 ) -> Robustifier:
     """The cached R for this backbone, training images, eps and recipe, trained and cached first if there is no
     intact one. Training uses the dataset's whole train split where its loader has one."""
-    if isinstance(defense.eps, list):
-        raise ValueError(
-            "the project's robustifier is trained with one eps for all channels: set defense.eps to one value"
-        )
     full = full_recipe(defense, backbone_config, dataset_config, recipe)
     path = robustifier_path(full, cache_dir)
-    if path.exists():
-        try:
-            state, saved = load_with_checksum(path, full)
-            model = Robustifier(saved["channels"], defense.width, defense.kernel_size)
-            model.load_state_dict(state)
-            return model.eval().requires_grad_(False)
-        except (RuntimeError, KeyError) as error:  # CheckpointError, or a state that does not fit
-            log.warning("cached robustifier %s is unusable, retraining it: %s", path, error)
+    cached = load_cached(path, full, lambda saved: Robustifier(saved["channels"], defense.width, defense.kernel_size))
+    if cached is not None:
+        return cached
     training = instantiate(training_dataset_config(dataset_config))
     device = next(backbone.parameters()).device
     log.info("training the A5 robustifier on %d images against the backbone (cached at %s)", len(training), path)
