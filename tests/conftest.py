@@ -80,6 +80,20 @@ def digits_models(zoo_dir: Path) -> dict[str, torch.nn.Module]:
     return models
 
 
+# The tests' digits score model: a shorter recipe than the shipped one (conf/score_model/digits.yaml), trained
+# once per session into the zoo; its purified digits are as readable to the victim at small t* (tested).
+TEST_SCORE_MODEL = ("score_model.width=16", "score_model.steps=800", "score_model.batch_size=64")
+
+
+@pytest.fixture(scope="session")
+def digits_score_model(zoo_dir: Path) -> torch.nn.Module:
+    from hydra.utils import instantiate
+
+    with initialize_config_dir(config_dir=str(CONF_DIR), version_base="1.3"):
+        cfg = compose(config_name="main", overrides=[f"paths.cache_dir={zoo_dir}", *TEST_SCORE_MODEL])
+    return instantiate(cfg.score_model)
+
+
 @pytest.fixture(scope="session")
 def digits_batch() -> tuple[torch.Tensor, torch.Tensor]:
     from preempt.datasets.digits import digits

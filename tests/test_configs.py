@@ -33,7 +33,9 @@ ROBUSTBENCH_MODELS = [
 ]
 PREEMPTIVE = ["fast_preemption", "fast_preemption_mspd", "bilevel", "bilevel_fp", "a5"]
 DEFENSES = ["none", *PREEMPTIVE, *TRANSFORMS]  # every input transform also serves on the sender's side
-RECEIVER_DEFENSES = ["none", *TRANSFORMS]
+RECEIVER_DEFENSES = ["none", *TRANSFORMS, "diffpure"]
+SCORE_MODELS = ["digits", "ddpmpp_cifar10", "guided_imagenet256"]
+PUBLISHED_SCORE_MODELS = {"ddpmpp_cifar10": "checkpoint_8.pth", "guided_imagenet256": "256x256_diffusion_uncond.pt"}
 ATTACKS = ["none", "fgsm", "ifgsm", "pgd", "cw", "lbfgs", "autoattack", "bpda", "eot", "bpda_eot"]
 # What an attack needs around it to run as shipped: C&W and L-BFGS are L2 attacks; EOT averages a random g.
 ATTACK_CONTEXT = {
@@ -58,6 +60,7 @@ def test_every_config_file_is_covered_by_these_tests() -> None:
         "learn_quantization.yaml",
         "learn_approximator.yaml",
         "learn_robustifier.yaml",
+        "learn_score_model.yaml",
         "paths/default.yaml",
         "hydra/default.yaml",
     }
@@ -66,6 +69,7 @@ def test_every_config_file_is_covered_by_these_tests() -> None:
         ("model", ZOO_MODELS + ROBUSTBENCH_MODELS),
         ("defense", DEFENSES),
         ("receiver_defense", RECEIVER_DEFENSES),
+        ("score_model", SCORE_MODELS),
         ("attack", ATTACKS),
         ("trainer", TRAINERS),
         ("logger", LOGGERS),
@@ -81,6 +85,7 @@ def test_every_config_file_is_covered_by_these_tests() -> None:
     + [f"{role}={option}" for role in ROLE_GROUPS for option in ZOO_MODELS + ROBUSTBENCH_MODELS]
     + [f"defense={option}" for option in DEFENSES]
     + [f"receiver_defense={option}" for option in RECEIVER_DEFENSES]
+    + [f"score_model={option}" for option in SCORE_MODELS]
     + [f"attack={option}" for option in ATTACKS]
     + [f"trainer={option}" for option in TRAINERS]
     + [f"logger={option}" for option in LOGGERS]
@@ -188,6 +193,33 @@ def test_attack_configs_bind_to_a_victim_and_attack(option: str, compose_config,
     attack = instantiate(cfg.attack)(model=digits_models["digits_mlp"])
     x = torch.rand(2, 1, 16, 16)
     assert attack(x, torch.tensor([1, 2])).shape == x.shape
+
+
+def test_the_digits_score_model_config_trains_once_and_loads_from_the_cache(digits_score_model, compose_config) -> None:
+    from conftest import TEST_SCORE_MODEL
+
+    from preempt.score_models.digits import DigitsUNet
+
+    cfg = compose_config(*TEST_SCORE_MODEL)  # the session's model is in the zoo: this load must not retrain
+    start = time.perf_counter()
+    model = instantiate(cfg.score_model)
+    assert time.perf_counter() - start < 5
+    assert isinstance(model, DigitsUNet) and model.image_shape == (1, 16, 16) and not model.training
+    loaded, trained = model.state_dict().values(), digits_score_model.state_dict().values()
+    assert all(torch.equal(a, b) for a, b in zip(loaded, trained, strict=True))
+
+
+@pytest.mark.parametrize("option", PUBLISHED_SCORE_MODELS)
+def test_published_score_models_fail_fast_naming_the_file_and_where_it_comes_from(option: str, compose_config) -> None:
+    from preempt.checkpoints import CheckpointError
+    from preempt.validation import ConfigError
+
+    cfg = compose_config(f"score_model={option}")
+    message = str(instantiate_error(cfg.score_model, CheckpointError))
+    assert cfg.score_model.checkpoint in message and "http" in message
+    # With DiffPure picked, validation refuses it before any data or model is loaded.
+    with pytest.raises(ConfigError, match=rf"score_model=\w+: .*{PUBLISHED_SCORE_MODELS[option]}"):
+        validate_config(compose_config(f"score_model={option}", "receiver_defense=diffpure"))
 
 
 @pytest.mark.parametrize("option", TRAINERS)

@@ -14,10 +14,11 @@ import inspect
 import math
 import typing
 from collections.abc import Callable
+from pathlib import Path
 from typing import Any
 
 import torch
-from hydra.utils import get_object
+from hydra.utils import get_object, instantiate
 from omegaconf import DictConfig, OmegaConf
 from omegaconf.errors import InterpolationResolutionError, MissingMandatoryValue
 from pydantic import BaseModel, ConfigDict, TypeAdapter, ValidationError
@@ -32,7 +33,7 @@ from preempt.receiver_defenses.base import Identity, InputTransform, bpda_hint
 from preempt.threat import validate_budget
 
 MODEL_ROLES = ("classifier", "backbone", "victim")
-PART_GROUPS = ("dataset", *MODEL_ROLES, "defense", "receiver_defense", "attack", "trainer")
+PART_GROUPS = ("dataset", *MODEL_ROLES, "defense", "receiver_defense", "score_model", "attack", "trainer")
 # The model the test loop passes to each partial part when it binds it (PreemptiveEvaluation.__init__). An
 # attack must take it; a defense takes it only if it needs one (input transforms are model-free).
 BOUND_AT_TEST_START = {"defense": "backbone", "attack": "model"}
@@ -83,6 +84,7 @@ class RunSchema(_Strict):
     victim: dict
     defense: dict
     receiver_defense: dict
+    score_model: dict
     attack: dict
     trainer: dict
     logger: dict[str, dict] | None = None
@@ -113,6 +115,7 @@ def validate_config(cfg: DictConfig, scoring: bool = True) -> list[str]:
         if logger is not None:
             check_part(cfg, container["logger"], name, prefix="logger.")
     check_roles(container)
+    check_score_model_file(cfg, container, parts["receiver_defense"])
     warnings += check_receiver_defense(container, parts["receiver_defense"], parts["attack"])
     warnings += dataset_warnings(container) if scoring else []
     return warnings
@@ -270,6 +273,19 @@ def _dry_build(group: str, target: Callable, settings: dict) -> Any:
         raise ConfigError(_format_errors(error, group)) from None
     except (ValueError, TypeError, CheckpointError) as error:  # a weight file the part reads: missing or unfit
         raise ConfigError(f"{group}: {error}") from None
+
+
+def check_score_model_file(cfg: DictConfig, container: dict, transform: Any) -> None:
+    """A transform that will load a published score model (DiffPure) needs its checkpoint file: a missing one is
+    refused now by the model's own loader, whose message says where the file comes from and where it goes."""
+    checkpoint = container["score_model"].get("checkpoint")
+    if not hasattr(transform, "score_model") or checkpoint is None or Path(checkpoint).is_file():
+        return
+    try:
+        instantiate(cfg.score_model)
+    except Exception as error:
+        cause = error.__cause__ if isinstance(error.__cause__, CheckpointError) else error
+        raise ConfigError(f"score_model={option_name(container, 'score_model')}: {cause}") from None
 
 
 def check_roles(container: dict) -> None:

@@ -81,9 +81,11 @@ class PreemptiveEvaluation(L.LightningModule):
         defended = not isinstance(self.receiver_defense, Identity)
         self.receiver = ReceiverDefended(victim, self.receiver_defense) if defended else victim
         self.attack = attack(model=victim if oblivious else self.receiver)
-        # A learned BPDA approximator and A5's robustifier are models too: registered here, Lightning moves them.
+        # A learned BPDA approximator, A5's robustifier and DiffPure's score model are models too: registered here,
+        # so Lightning moves them.
         self.approximator = getattr(self.attack, "approximator", None)
         self.robustifier = getattr(self.defense, "robustifier", None)
+        self.score_model = getattr(self.receiver_defense, "score_model", None)
         self.seed = seed
         self.transmit_8bit = transmit_8bit
         self.num_classes = num_classes

@@ -27,10 +27,14 @@ DATASETS = ("digits", "cifar10_samples", "imagenet_samples")
 LABEL_HEIGHT = 14
 
 
+# Not drawn here: `none`, and DiffPure, whose score model is made for one dataset (see learn_score_model's picture).
+LEFT_OUT = ("none", "diffpure")
+
+
 def shipped_transforms() -> dict[str, InputTransform]:
-    """Every receiver-side option but `none`, built from its config file."""
+    """Every receiver-side option but those LEFT_OUT, built from its config file."""
     register_resolvers()
-    names = sorted(path.stem for path in (CONF_DIR / "receiver_defense").glob("*.yaml") if path.stem != "none")
+    names = sorted(path.stem for path in (CONF_DIR / "receiver_defense").glob("*.yaml") if path.stem not in LEFT_OUT)
     transforms = {}
     with initialize_config_dir(config_dir=str(CONF_DIR), version_base="1.3"):
         for name in names:
