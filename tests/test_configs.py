@@ -209,6 +209,23 @@ def test_the_digits_score_model_config_trains_once_and_loads_from_the_cache(digi
     assert all(torch.equal(a, b) for a, b in zip(loaded, trained, strict=True))
 
 
+def test_a_score_model_for_other_images_is_refused_at_binding_naming_the_fitting_ones(
+    digits_score_model, compose_config
+) -> None:
+    from conftest import TEST_SCORE_MODEL
+
+    from preempt.run import bind_score_model
+    from preempt.validation import ConfigError
+
+    cfg = compose_config(
+        "experiment=cifar10_resnet18", "receiver_defense=diffpure", "score_model=digits", *TEST_SCORE_MODEL
+    )
+    with pytest.raises(ConfigError, match=r"denoises 1-channel images and these have 3: .*ddpmpp_cifar10"):
+        bind_score_model(instantiate(cfg.receiver_defense), cfg, (3, 32, 32))
+    digits = compose_config("receiver_defense=diffpure", *TEST_SCORE_MODEL)
+    assert bind_score_model(instantiate(digits.receiver_defense), digits, (1, 16, 16)).score_model is not None
+
+
 @pytest.mark.parametrize("option", PUBLISHED_SCORE_MODELS)
 def test_published_score_models_fail_fast_naming_the_file_and_where_it_comes_from(option: str, compose_config) -> None:
     from preempt.checkpoints import CheckpointError
