@@ -33,6 +33,7 @@ COLUMNS = (
     ("test/receiver_variance_ssim", "receiver variance SSIM", "{:.3f}"),
     ("test/linf", "max Linf", "{:.4f}"),
     ("test/defense_seconds_per_image", "defense s/img", "{:.4f}"),
+    ("test/receiver_seconds_per_image", "receiver s/img", "{:.4f}"),
 )
 
 

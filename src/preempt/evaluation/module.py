@@ -31,6 +31,17 @@ def seed_batch(run_seed: int, first_index: int) -> None:
     torch.manual_seed(run_seed * SEED_STRIDE + first_index)
 
 
+def timed(x: Tensor, work: Callable[[], Tensor]) -> tuple[Tensor, float]:
+    """work()'s result and its wall-clock seconds, waiting for the GPU on both sides when `x` is on one."""
+    if x.is_cuda:
+        torch.cuda.synchronize(x.device)
+    start = time.perf_counter()
+    result = work()
+    if x.is_cuda:
+        torch.cuda.synchronize(x.device)
+    return result, time.perf_counter() - start
+
+
 def to_8bit(x: Tensor) -> Tensor:
     """What the receiver gets from a saved PNG: every pixel rounded to the nearest of 256 levels."""
     return torch.round(x * 255) / 255
@@ -102,6 +113,7 @@ class PreemptiveEvaluation(L.LightningModule):
             self.robust_acc_float = accuracy()
         self.ssim = StructuralSimilarityIndexMeasure(data_range=1.0)
         self.defense_seconds_per_image = MeanMetric()
+        self.receiver_seconds_per_image = MeanMetric()  # g and the victim on clean images: the receiver's cost
         self.linf = MaxMetric()
         self.attack_distance = MaxMetric()
         self.receiver_variance_l2 = MeanMetric()
@@ -125,14 +137,9 @@ class PreemptiveEvaluation(L.LightningModule):
 
     def protect(self, x: Tensor, labels: Tensor) -> tuple[Tensor, float]:
         """Protected images and the wall-clock seconds the defense took."""
-        if x.is_cuda:
-            torch.cuda.synchronize(x.device)
-        start = time.perf_counter()
         with torch.enable_grad():
-            protected = self.defense(x, labels)
-        if x.is_cuda:
-            torch.cuda.synchronize(x.device)
-        return protected.detach(), time.perf_counter() - start
+            protected, seconds = timed(x, lambda: self.defense(x, labels))
+        return protected.detach(), seconds
 
     def predict(self, x: Tensor) -> Tensor:
         """The receiver's decision: the victim's on g(x) when a receiver-side defense is set."""
@@ -153,12 +160,14 @@ class PreemptiveEvaluation(L.LightningModule):
             self.round_curves.update(self.attack.record)
 
         self.classifier_acc(labels, y)
-        self.clean_acc(self.predict(x), y)
+        clean_predictions, receiver_seconds = timed(x, lambda: self.predict(x))
+        self.clean_acc(clean_predictions, y)
         self.protected_clean_acc(self.predict(sent), y)
         robust_predictions = self.predict(adversarial)
         self.robust_acc(robust_predictions, y)
         self.ssim(sent, x)
         self.defense_seconds_per_image.update(seconds / batch_size, weight=batch_size)
+        self.receiver_seconds_per_image.update(receiver_seconds / batch_size, weight=batch_size)
         self.linf(distance(sent, x, "Linf").max())
         self.attack_distance(distance(adversarial, sent, self.attack.norm).max())
         variance_l2, variance_ssim = output_variance(self.receiver_defense, sent)
@@ -171,6 +180,7 @@ class PreemptiveEvaluation(L.LightningModule):
             "robust_acc",
             "ssim",
             "defense_seconds_per_image",
+            "receiver_seconds_per_image",
             "linf",
             "attack_distance",
             "receiver_variance_l2",
