@@ -112,6 +112,21 @@ def test_backprop_and_adjoint_gradients_agree() -> None:
     assert (gradients[0] - gradients[1]).norm() < 5e-3 * gradients[0].norm()
 
 
+def test_checkpointed_steps_give_the_gradient_of_the_plain_unrolled_solver(monkeypatch: pytest.MonkeyPatch) -> None:
+    import preempt.receiver_defenses.diffpure as diffpure
+
+    torch.manual_seed(0)
+    purify = DiffPure(t_star=0.02, score_model=LinearNoise().requires_grad_(False))
+    x = torch.rand(2, 1, 8, 8, requires_grad=True)
+    gradients = []
+    for plain in (False, True):
+        if plain:
+            monkeypatch.setattr(diffpure, "checkpoint", lambda function, *args, use_reentrant: function(*args))
+        torch.manual_seed(1)
+        gradients.append(torch.autograd.grad(purify.transform(x).square().sum(), x)[0])
+    assert torch.allclose(gradients[0], gradients[1], atol=1e-6) and gradients[0].abs().sum() > 0
+
+
 def test_two_calls_differ_and_the_same_seed_repeats() -> None:
     purify = DiffPure(t_star=0.02, score_model=LinearNoise().requires_grad_(False))
     x = torch.rand(4, 1, 8, 8)
