@@ -6,9 +6,10 @@ Euler–Maruyama steps of dt = 1e-3, one sample per input, the score being −ε
 Images whose size differs from the score model's are resized to it (bilinear) and back, as the authors do for
 ImageNet (224 → 256). Unlike the authors' code the output is clipped to [0,1], the range every transform keeps.
 
-The solver is a batched loop of our own (`solver=loop`, the default: it is the faster one, see the README) or
-torchsde's `sdeint` (`solver=torchsde`); both draw the same Euler–Maruyama step and a test checks they agree on
-the same Brownian path. Gradients for the man in the middle: `backprop` (exact, through the unrolled solver),
+The solver is a batched loop of our own (`solver=loop`, the default) or torchsde's `sdeint` (`solver=torchsde`);
+both take the same Euler–Maruyama step (a test checks they agree on one Brownian path) and run equally fast within
+this CPU's noise (see the README). The loop is the default because its gradient is the exact gradient of what
+was computed, with each step checkpointed so memory stays flat; the adjoint's matches it only as dt → 0. Gradients for the man in the middle: `backprop` (exact, through the unrolled solver),
 `adjoint` (exact, torchsde's adjoint SDE: memory independent of the step count, for large score models), or
 `none` (the transform is then non-differentiable and attacks need BPDA). The score model is bound at test start
 from the `score_model` config group (`bind_score_model`).
@@ -112,13 +113,13 @@ def solve_with_torchsde(
 
     sde = ReverseVPSDE(noise_predictor, tuple(x_t.shape[1:]))
     y0 = x_t.flatten(start_dim=1)
-    start, end = 1 - t_star, 1 - END_TIME
-    if brownian is None:
+    times = torch.tensor([1 - t_star, 1 - END_TIME], dtype=y0.dtype, device=y0.device)
+    if brownian is None:  # its ends as the solver sees them (in y0's dtype), or it warns that they differ
         entropy = int(torch.randint(2**31 - 1, ()).item())
+        start, end = (float(time) for time in times)
         brownian = torchsde.BrownianInterval(
             t0=start, t1=end, size=y0.shape, dtype=y0.dtype, device=y0.device, entropy=entropy
         )
-    times = torch.tensor([start, end], dtype=y0.dtype, device=y0.device)
     integrate = torchsde.sdeint_adjoint if adjoint else torchsde.sdeint  # the adjoint skips frozen weights
     path = integrate(sde, y0, times, method="euler", dt=step_size, bm=brownian)
     return path[-1].view_as(x_t)

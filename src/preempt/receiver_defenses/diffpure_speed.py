@@ -31,9 +31,10 @@ MODES = {
 
 
 def time_purification(purify: DiffPure, x: torch.Tensor, gradient: bool, repeats: int) -> tuple[float, float | None]:
-    """Median seconds per image over `repeats` calls, and peak CUDA memory in GiB (None on the CPU)."""
+    """Median seconds per image over `repeats` calls after one untimed warm-up call, and peak CUDA memory in GiB
+    (None on the CPU)."""
     seconds = []
-    for _ in range(repeats):
+    for _ in range(repeats + 1):
         if x.is_cuda:
             torch.cuda.synchronize()
             torch.cuda.reset_peak_memory_stats()
@@ -47,6 +48,7 @@ def time_purification(purify: DiffPure, x: torch.Tensor, gradient: bool, repeats
         if x.is_cuda:
             torch.cuda.synchronize()
         seconds.append((time.perf_counter() - start) / len(x))
+    seconds = seconds[1:]
     peak = torch.cuda.max_memory_allocated() / 2**30 if x.is_cuda else None
     return statistics.median(seconds), peak
 
