@@ -9,7 +9,8 @@ ImageNet (224 → 256). Unlike the authors' code the output is clipped to [0,1],
 The solver is a batched loop of our own (`solver=loop`, the default) or torchsde's `sdeint` (`solver=torchsde`);
 both take the same Euler–Maruyama step (a test checks they agree on one Brownian path) and run equally fast within
 this CPU's noise (see the README). The loop is the default because its gradient is the exact gradient of what
-was computed, with each step checkpointed so memory stays flat; the adjoint's matches it only as dt → 0. Gradients for the man in the middle: `backprop` (exact, through the unrolled solver),
+was computed, with each step checkpointed so memory stays flat; the adjoint's matches it only as dt → 0.
+Gradients for the man in the middle: `backprop` (exact, through the unrolled solver),
 `adjoint` (exact, torchsde's adjoint SDE: memory independent of the step count, for large score models), or
 `none` (the transform is then non-differentiable and attacks need BPDA). The score model is bound at test start
 from the `score_model` config group (`bind_score_model`).
