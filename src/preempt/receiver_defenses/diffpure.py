@@ -11,7 +11,7 @@ both take the same Euler–Maruyama step (a test checks they agree on one Browni
 this CPU's noise (see the README). The loop is the default because its gradient is the exact gradient of what
 was computed, with each step checkpointed so memory stays flat; the adjoint's matches it only as dt → 0.
 Gradients for the man in the middle: `backprop` (exact, through the unrolled solver),
-`adjoint` (exact, torchsde's adjoint SDE: memory independent of the step count, for large score models), or
+`adjoint` (torchsde's adjoint SDE, exact as dt → 0, memory independent of the step count: for large models), or
 `none` (the transform is then non-differentiable and attacks need BPDA). The score model is bound at test start
 from the `score_model` config group (`bind_score_model`).
 """
