@@ -138,6 +138,21 @@ def test_two_calls_differ_and_the_same_seed_repeats() -> None:
     assert first.shape == x.shape and first.min() >= 0 and first.max() <= 1
 
 
+def test_float64_images_come_back_float64_through_a_float32_score_model() -> None:
+    purify = DiffPure(t_star=0.01, score_model=LinearNoise().requires_grad_(False))
+    x = torch.rand(2, 1, 8, 8, dtype=torch.float64, requires_grad=True)
+    out = purify.transform(x)
+    assert out.dtype == torch.float64 and torch.autograd.grad(out.sum(), x)[0].abs().sum() > 0
+
+
+def test_the_sender_side_call_is_detached_and_leaves_its_input_untouched() -> None:
+    purify = DiffPure(t_star=0.01, score_model=LinearNoise().requires_grad_(False))
+    x = torch.rand(2, 1, 8, 8, requires_grad=True)
+    before = x.detach().clone()
+    out = purify(x, torch.tensor([0, 1]))
+    assert out.grad_fn is None and torch.equal(x.detach(), before)
+
+
 def test_other_sizes_are_resized_to_the_score_models_and_back() -> None:
     purify = DiffPure(t_star=0.01, score_model=ZeroNoise((1, 8, 8)))
     x = torch.rand(2, 1, 12, 12)

@@ -178,7 +178,9 @@ class DiffPure(InputTransform):
         model = self._model()
         size = model.image_shape[1:]
         resized = tuple(x.shape[-2:]) != tuple(size)
-        seen = F.interpolate(x, size=size, mode="bilinear", align_corners=False) if resized else x
+        # The solver runs in the score model's input precision; the output comes back in the input's dtype.
+        seen = x.to(next(model.parameters(), x).dtype)
+        seen = F.interpolate(seen, size=size, mode="bilinear", align_corners=False) if resized else seen
         alpha_bar = discrete_alpha_bar(self.diffusion_steps)
         x_t = math.sqrt(alpha_bar) * (2 * seen - 1) + math.sqrt(1 - alpha_bar) * torch.randn_like(seen)
         with torch.set_grad_enabled(torch.is_grad_enabled() and self.differentiable):
@@ -189,4 +191,4 @@ class DiffPure(InputTransform):
         purified = (x_0 + 1) / 2
         if resized:
             purified = F.interpolate(purified, size=x.shape[-2:], mode="bilinear", align_corners=False)
-        return purified.clamp(0.0, 1.0)
+        return purified.clamp(0.0, 1.0).to(x.dtype)
