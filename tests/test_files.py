@@ -13,10 +13,12 @@ from conftest import ROOT, main_command
 from preempt.files import replace_atomically
 
 WRITER = """
-import sys, time
+import signal, sys, time
 from pathlib import Path
 from preempt.files import exit_cleanly_on_sigterm, replace_atomically
 
+# Ctrl-C as in a terminal: a shell's background job (nohup ... &) starts with SIGINT ignored, which Python keeps.
+signal.signal(signal.SIGINT, signal.default_int_handler)
 exit_cleanly_on_sigterm()
 
 def slow_write(tmp):
