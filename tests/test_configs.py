@@ -221,9 +221,12 @@ def test_a_score_model_for_other_images_is_refused_at_binding_naming_the_fitting
         "experiment=cifar10_resnet18", "receiver_defense=diffpure", "score_model=digits", *TEST_SCORE_MODEL
     )
     with pytest.raises(ConfigError, match=r"denoises 1-channel images and these have 3: .*ddpmpp_cifar10"):
-        bind_score_model(instantiate(cfg.receiver_defense), cfg, (3, 32, 32))
+        bind_score_model(instantiate(cfg.receiver_defense), OmegaConf.to_container(cfg, resolve=True), (3, 32, 32))
     digits = compose_config("receiver_defense=diffpure", *TEST_SCORE_MODEL)
-    assert bind_score_model(instantiate(digits.receiver_defense), digits, (1, 16, 16)).score_model is not None
+    bound = bind_score_model(
+        instantiate(digits.receiver_defense), OmegaConf.to_container(digits, resolve=True), (1, 16, 16)
+    )
+    assert bound.score_model is not None
 
 
 @pytest.mark.parametrize("option", PUBLISHED_SCORE_MODELS)

@@ -14,7 +14,6 @@ from hydra.errors import InstantiationException
 from hydra.utils import instantiate
 from omegaconf import DictConfig, OmegaConf
 
-from preempt.checkpoints import CheckpointError
 from preempt.evaluation import EvaluationDataModule, PreemptiveEvaluation
 from preempt.evaluation.rank_failures import RankFailedError, RankFailureReport
 from preempt.results import (
@@ -35,6 +34,7 @@ from preempt.validation import (
     check_models_fit_dataset,
     check_parts_fit_dataset,
     expected_processes,
+    instantiate_score_model,
     option_name,
     validate_config,
 )
@@ -97,24 +97,18 @@ def bind_robustifier(defense: functools.partial, config: dict, backbone: object)
     return functools.partial(defense, robustifier=robustifier)
 
 
-def bind_score_model(transform: object, cfg: DictConfig, image_shape: tuple[int, ...]) -> object:
+def bind_score_model(transform: object, config: dict, image_shape: tuple[int, ...]) -> object:
     """A transform that purifies with a diffusion model (DiffPure) gets the score_model group's model: loaded from
     its checkpoint, or the project's digits model, trained on first use; refused if it cannot take these images."""
     from preempt.receiver_defenses.diffpure import DiffPure
 
     if not isinstance(transform, DiffPure) or transform.score_model is not None:
         return transform
-    name = option_name(OmegaConf.to_container(cfg, resolve=True), "score_model")
-    try:
-        transform.score_model = instantiate(cfg.score_model)
-    except InstantiationException as error:
-        if isinstance(error.__cause__, CheckpointError):
-            raise ConfigError(f"score_model={name}: {error.__cause__}") from None
-        raise
+    transform.score_model = instantiate_score_model(config)
     try:
         transform.check_fits(image_shape)
     except ValueError as error:
-        raise ConfigError(f"score_model={name}: {error}") from None
+        raise ConfigError(f"score_model={option_name(config, 'score_model')}: {error}") from None
     return transform
 
 
@@ -151,7 +145,7 @@ def evaluate(cfg: DictConfig) -> dict | None:
         num_classes=dataset.num_classes,
         seed=cfg.seed,
         transmit_8bit=cfg.transmit_8bit,
-        receiver_defense=bind_score_model(instantiate(cfg.receiver_defense), cfg, dataset.image_shape),
+        receiver_defense=bind_score_model(instantiate(cfg.receiver_defense), config, dataset.image_shape),
         oblivious=cfg.threat.oblivious,
     )
     datamodule = EvaluationDataModule(dataset, batch_size=cfg.batch_size, num_workers=cfg.num_workers)

@@ -18,6 +18,7 @@ from pathlib import Path
 from typing import Any
 
 import torch
+from hydra.errors import InstantiationException
 from hydra.utils import get_object, instantiate
 from omegaconf import DictConfig, OmegaConf
 from omegaconf.errors import InterpolationResolutionError, MissingMandatoryValue
@@ -115,7 +116,7 @@ def validate_config(cfg: DictConfig, scoring: bool = True) -> list[str]:
         if logger is not None:
             check_part(cfg, container["logger"], name, prefix="logger.")
     check_roles(container)
-    check_score_model_file(cfg, container, parts["receiver_defense"])
+    check_score_model_file(container, parts["receiver_defense"])
     warnings += check_receiver_defense(container, parts["receiver_defense"], parts["attack"])
     warnings += dataset_warnings(container) if scoring else []
     return warnings
@@ -275,17 +276,23 @@ def _dry_build(group: str, target: Callable, settings: dict) -> Any:
         raise ConfigError(f"{group}: {error}") from None
 
 
-def check_score_model_file(cfg: DictConfig, container: dict, transform: Any) -> None:
-    """A transform that will load a published score model (DiffPure) needs its checkpoint file: a missing one is
-    refused now by the model's own loader, whose message says where the file comes from and where it goes."""
-    checkpoint = container["score_model"].get("checkpoint")
-    if not hasattr(transform, "score_model") or checkpoint is None or Path(checkpoint).is_file():
-        return
+def instantiate_score_model(container: dict) -> torch.nn.Module:
+    """The score_model group's model; a weight file its loader refuses (missing, unreadable, of another
+    architecture) becomes a ConfigError naming the option, with the loader's message of where the file comes from."""
     try:
-        instantiate(cfg.score_model)
-    except Exception as error:
-        cause = error.__cause__ if isinstance(error.__cause__, CheckpointError) else error
-        raise ConfigError(f"score_model={option_name(container, 'score_model')}: {cause}") from None
+        return instantiate(container["score_model"])
+    except InstantiationException as error:
+        if isinstance(error.__cause__, CheckpointError):
+            raise ConfigError(f"score_model={option_name(container, 'score_model')}: {error.__cause__}") from None
+        raise
+
+
+def check_score_model_file(container: dict, transform: Any) -> None:
+    """A transform that will load a published score model (DiffPure) needs its checkpoint file: a missing one is
+    refused now by the model's own loader, which fails at once without it."""
+    checkpoint = container["score_model"].get("checkpoint")
+    if hasattr(transform, "score_model") and checkpoint is not None and not Path(checkpoint).is_file():
+        instantiate_score_model(container)
 
 
 def check_roles(container: dict) -> None:

@@ -77,7 +77,7 @@ def solve_reverse_sde(
     keep_graph = torch.is_grad_enabled() and x_t.requires_grad
     x = x_t
     for start, end in itertools.pairwise(times):
-        g = math.sqrt(float(beta(torch.tensor(start, dtype=torch.float64))))
+        g = math.sqrt(beta(start))
         if keep_graph:
             drift = checkpoint(reverse_drift, noise_predictor, x, start, use_reentrant=False)
         else:

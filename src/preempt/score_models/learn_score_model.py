@@ -58,7 +58,7 @@ def learn_score_model(cfg: DictConfig) -> dict[float, float]:
     if not isinstance(transform, DiffPure):
         raise ConfigError("learn_score_model draws DiffPure's purification: keep receiver_defense=diffpure")
     dataset = instantiate(cfg.dataset)
-    bind_score_model(transform, cfg, dataset.image_shape)
+    bind_score_model(transform, OmegaConf.to_container(cfg, resolve=True), dataset.image_shape)
     victim = instantiate(cfg.victim)
     x, y = dataset.images, dataset.labels
     accuracy, rows = {}, [x[: settings.images]]

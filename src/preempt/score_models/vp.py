@@ -16,7 +16,7 @@ BETA_MAX = 20.0
 DISCRETE_STEPS = 1000
 
 
-def beta(t: Tensor) -> Tensor:
+def beta(t: Tensor | float) -> Tensor | float:
     return BETA_MIN + t * (BETA_MAX - BETA_MIN)
 
 
