@@ -14,6 +14,7 @@ from preempt.datasets.base import ImageDataset
 from preempt.datasets.cifar10 import DatasetNotFoundError
 from preempt.defenses import bind_defense
 from preempt.models import GroundTruth, PixelClassifier
+from preempt.models.labels import LabelOnly
 from preempt.models.robustbench import CheckpointNotFoundError
 from preempt.receiver_defenses import InputTransform
 from preempt.run import bind_robustifier
@@ -21,7 +22,9 @@ from preempt.validation import validate_config
 
 ROLE_GROUPS = ("classifier", "backbone", "victim")  # symlinks to conf/model: every model fills every role
 DATASETS = ["digits", "cifar10", "cifar10_samples", "imagenet_samples", "folder"]
-ZOO_MODELS = ["digits_cnn", "digits_cnn_at", "digits_lenet_at", "digits_mlp", "autoattack_resnet18", "ground_truth"]
+ZOO_MODELS = ["digits_cnn", "digits_cnn_at", "digits_lenet_at", "digits_mlp", "autoattack_resnet18"]
+LABEL_ONLY = ["ground_truth", "noisy_labels"]  # classifier role only
+OFFLINE_MODELS = ZOO_MODELS + LABEL_ONLY
 ROBUSTBENCH_MODELS = [
     "Gowal2021Improving_R18_ddpm_100m",
     "Hendrycks2020AugMix_ResNeXt",
@@ -36,6 +39,7 @@ DEFENSES = ["none", *PREEMPTIVE, *TRANSFORMS]  # every input transform also serv
 RECEIVER_DEFENSES = ["none", *TRANSFORMS, "diffpure"]
 SCORE_MODELS = ["digits", "ddpmpp_cifar10", "guided_imagenet256"]
 PUBLISHED_SCORE_MODELS = {"ddpmpp_cifar10": "checkpoint_8.pth", "guided_imagenet256": "256x256_diffusion_uncond.pt"}
+REVERSIONS = ["none", "preemptive_reversion", "preemptive_reversion_black_box", "jpeg", "diffpure"]
 ATTACKS = ["none", "fgsm", "ifgsm", "pgd", "cw", "lbfgs", "autoattack", "bpda", "eot", "bpda_eot"]
 # What an attack needs around it to run as shipped: C&W and L-BFGS are L2 attacks; EOT averages a random g.
 ATTACK_CONTEXT = {
@@ -66,9 +70,10 @@ def test_every_config_file_is_covered_by_these_tests() -> None:
     }
     for group, options in [
         ("dataset", DATASETS),
-        ("model", ZOO_MODELS + ROBUSTBENCH_MODELS),
+        ("model", OFFLINE_MODELS + ROBUSTBENCH_MODELS),
         ("defense", DEFENSES),
         ("receiver_defense", RECEIVER_DEFENSES),
+        ("reversion", REVERSIONS),
         ("score_model", SCORE_MODELS),
         ("attack", ATTACKS),
         ("trainer", TRAINERS),
@@ -82,9 +87,10 @@ def test_every_config_file_is_covered_by_these_tests() -> None:
 @pytest.mark.parametrize(
     "override",
     [f"dataset={option}" for option in DATASETS]
-    + [f"{role}={option}" for role in ROLE_GROUPS for option in ZOO_MODELS + ROBUSTBENCH_MODELS]
+    + [f"{role}={option}" for role in ROLE_GROUPS for option in OFFLINE_MODELS + ROBUSTBENCH_MODELS]
     + [f"defense={option}" for option in DEFENSES]
     + [f"receiver_defense={option}" for option in RECEIVER_DEFENSES]
+    + [f"reversion={option}" for option in REVERSIONS]
     + [f"score_model={option}" for option in SCORE_MODELS]
     + [f"attack={option}" for option in ATTACKS]
     + [f"trainer={option}" for option in TRAINERS]
@@ -102,7 +108,7 @@ def test_every_shipped_option_passes_validation(override: str, compose_config, t
         extra.append("threat.oblivious=true")
     if override.startswith("attack="):
         extra += ATTACK_CONTEXT.get(override.removeprefix("attack="), [])
-    if override in ("backbone=ground_truth", "victim=ground_truth"):
+    if override in [f"{role}={option}" for role in ("backbone", "victim") for option in LABEL_ONLY]:
         with pytest.raises(ValueError, match="can only be the classifier"):
             validate_config(compose_config(override))
         return
@@ -143,13 +149,14 @@ def test_dataset_configs_instantiate(option: str, compose_config, tmp_path: Path
     assert isinstance(data, ImageDataset) and len(data) > 0
 
 
-@pytest.mark.parametrize("option", ZOO_MODELS)
+@pytest.mark.parametrize("option", OFFLINE_MODELS)
 def test_offline_model_configs_instantiate_in_every_role(option: str, compose_config, digits_models) -> None:
     cfg = compose_config(f"classifier={option}", f"backbone={option}", f"victim={option}")
     assert cfg.classifier == cfg.backbone == cfg.victim
     model = instantiate(cfg.classifier)
-    if option == "ground_truth":
-        assert isinstance(model, GroundTruth)
+    if option in LABEL_ONLY:
+        assert isinstance(model, LabelOnly)
+        assert option != "noisy_labels" or isinstance(model.wrapped, GroundTruth)
         return
     assert isinstance(model, PixelClassifier) and not model.training
     assert model(torch.rand(2, *model.input_shape)).shape == (2, 10)

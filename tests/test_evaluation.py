@@ -25,9 +25,9 @@ def test_transmission_sends_8bit_images_and_reports_accuracy_both_ways(
     attacked: list[torch.Tensor] = []
     original = PreemptiveEvaluation.run_attack
 
-    def recording(self, x, y, target=None):
+    def recording(self, x, y, target=None, start=None):
         attacked.append(x.clone())
-        return original(self, x, y, target)
+        return original(self, x, y, target, start)
 
     monkeypatch.setattr(PreemptiveEvaluation, "run_attack", recording)
     cfg = compose_config(f"transmit_8bit={transmit_8bit}", "attack=pgd", "dataset.n_samples=16", "logger=none")

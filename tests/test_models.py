@@ -103,7 +103,7 @@ def test_ground_truth_cannot_be_the_victim(digits_models) -> None:
     from preempt.attacks.base import NoAttack
     from preempt.defenses.base import NoDefense
 
-    with pytest.raises(TypeError, match="ground_truth can only be the classifier"):
+    with pytest.raises(TypeError, match="ground_truth, noisy_labels\\) can only be the classifier"):
         PreemptiveEvaluation(
             classifier=GroundTruth(),
             backbone=digits_models["digits_cnn_at"],

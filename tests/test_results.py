@@ -118,3 +118,31 @@ def test_sanity_flags_and_round_curves_are_kept_and_shown(tmp_path: Path) -> Non
     assert "| zero_gradients |" in table[2]
     clean = build_results(CONFIG, {"test/check_zero_gradients": 0.0}, n_samples=20, wall_seconds=1.0)
     assert "| none " in format_table([clean]).splitlines()[2]
+
+
+def test_a_reversion_run_records_its_verdict_and_tables_show_it(tmp_path: Path, capsys) -> None:
+    reversion = {"_target_": "preempt.reversions.preemptive_reversion.PreemptiveReversion", "backbone": None}
+    config = {**CONFIG, "reversion": reversion, "reversion_margin": 0.02}
+    verdict_metrics = {
+        "test/clean_acc": 0.9,
+        "test/protected_clean_acc": 0.83,
+        "test/reversion_fixed": 20,
+        "test/reversion_broke": 4,
+        "test/protected_l2_to_original": 2.0,
+        "test/reverted_l2_to_original": 1.5,
+    }
+    for seed, reverted in enumerate((0.9, 0.84)):
+        metrics = {**verdict_metrics, "test/reverted_clean_acc": reverted}
+        result = build_results({**config, "seed": seed}, metrics, 360, 1.0, [f"seed={seed}"])
+        write_json_atomically(result, tmp_path / str(seed) / "results.json")
+    first = load_results([tmp_path / "0" / "results.json"])[0]
+    assert first["run"]["reversion"] == "PreemptiveReversion (white-box)"
+    assert first["reversion"]["verdict"] == "succeeded" and first["reversion"]["knowledge"] == "white-box"
+    assert "| PreemptiveReversion (white-box) | succeeded 1/1 | 360" in format_table([first])
+
+    main([str(tmp_path), "--over-seeds"])
+    table = capsys.readouterr().out.splitlines()
+    assert "reversion" in table[0] and "verdict" in table[0] and len(table) == 3
+    assert "failed 1/2, succeeded 1/2" in table[2] and "0.870 [0.840–0.900]" in table[2]
+    plain = format_table([build_results(CONFIG, {"test/clean_acc": 0.9}, 10, 1.0)])
+    assert "verdict" not in plain.splitlines()[0]  # runs without a reversion stage keep the usual columns

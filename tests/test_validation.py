@@ -24,7 +24,7 @@ from preempt.validation import (
 def no_model_building(monkeypatch: pytest.MonkeyPatch) -> None:
     """Fails the test if the run gets as far as building (or training) a model."""
 
-    def refuse(cfg):
+    def refuse(*args, **kwargs):
         raise AssertionError("models were built before the config was refused")
 
     monkeypatch.setattr(run, "instantiate_models", refuse)

@@ -15,6 +15,7 @@ from pathlib import Path
 import torch
 
 from preempt.files import replace_atomically
+from preempt.reversions.protocol import reversion_knowledge, reversion_name, reversion_verdict
 
 RESULTS_FILE = "results.json"
 TABLE_FILE = "results.md"
@@ -24,6 +25,7 @@ COLUMNS = (
     ("test/classifier_acc", "classifier acc", "{:.3f}"),
     ("test/clean_acc", "clean acc", "{:.3f}"),
     ("test/protected_clean_acc", "protected clean acc", "{:.3f}"),
+    ("test/reverted_clean_acc", "reverted clean acc", "{:.3f}"),
     ("test/robust_acc", "robust acc", "{:.3f}"),
     ("test/attack_success_rate", "ASR", "{:.3f}"),
     ("test/protected_clean_acc_float", "protected clean acc (float)", "{:.3f}"),
@@ -34,6 +36,7 @@ COLUMNS = (
     ("test/linf", "max Linf", "{:.4f}"),
     ("test/defense_seconds_per_image", "defense s/img", "{:.4f}"),
     ("test/receiver_seconds_per_image", "receiver s/img", "{:.4f}"),
+    ("test/reversion_seconds_per_image", "reversion s/img", "{:.4f}"),
 )
 
 
@@ -123,9 +126,17 @@ def build_results(
     warnings: list[str] = (),
     rounds: dict[str, list] | None = None,
 ) -> dict:
-    """The run, its metrics and its config; AutoAttack's sanity checks as `sanity_checks` (flag -> fired), and an
-    iterative attack's per-round accuracy and success rate as `rounds`."""
+    """The run, its metrics and its config; AutoAttack's sanity checks as `sanity_checks` (flag -> fired), an
+    iterative attack's per-round accuracy and success rate as `rounds`, and with a reversion stage the
+    protocol's verdict as `reversion` (see `preempt.reversions.protocol`)."""
     checks = {key.removeprefix(CHECK_PREFIX): value > 0 for key, value in metrics.items() if CHECK_PREFIX in key}
+    reversion = None
+    if "test/reverted_clean_acc" in metrics:
+        reversion = {
+            "name": reversion_name(config["reversion"]),
+            "knowledge": reversion_knowledge(config["reversion"]),
+            **reversion_verdict(metrics, config["reversion_margin"]),
+        }
     return {
         "run": {
             "overrides": list(overrides),
@@ -133,6 +144,7 @@ def build_results(
             "defense": config["defense"]["_target_"].rsplit(".", 1)[-1],
             "receiver_defense": config["receiver_defense"]["_target_"].rsplit(".", 1)[-1],
             "attack": attack_name(config["attack"]),
+            "reversion": reversion_name(config.get("reversion")),
             "oblivious": bool(config["threat"].get("oblivious", False)),
             "n_samples": n_samples,
             "seed": config.get("seed"),
@@ -147,6 +159,7 @@ def build_results(
         "metrics": metrics,
         "sanity_checks": checks,
         "rounds": rounds,
+        "reversion": reversion,
         "config": config,
     }
 
@@ -183,15 +196,34 @@ def fired_checks(results: list[dict]) -> str:
     return ", ".join(fired) or "none"
 
 
+REVERSION_HEADER = ["reversion", "verdict"]
+
+
+def with_reversion(results: list[dict]) -> bool:
+    """Tables show the reversion and its verdict only when some run has a reversion stage."""
+    return any(result.get("reversion") for result in results)
+
+
+def reversion_cells(results: list[dict]) -> list[str]:
+    """The reversion of these runs (one setting) and each verdict with how many runs reached it."""
+    name = results[0]["run"].get("reversion", "none")
+    verdicts = [result["reversion"]["verdict"] for result in results if result.get("reversion")]
+    counts = ", ".join(f"{verdict} {verdicts.count(verdict)}/{len(verdicts)}" for verdict in sorted(set(verdicts)))
+    return [name, counts or "—"]
+
+
 def format_table(results: list[dict]) -> str:
     """A Markdown table, one row per run, of the metrics the papers report."""
+    reversions = with_reversion(results)
     rows = []
     for result in results:
         run, metrics = result["run"], result["metrics"]
         cells = [fmt.format(metrics[key]) if key in metrics else "—" for key, _, fmt in COLUMNS]
         overrides = " ".join(run.get("overrides", []))
-        rows.append([*run_parts(run), str(run["n_samples"]), *cells, fired_checks([result]), overrides])
-    return _markdown([*PART_HEADER, "n", *(title for _, title, _ in COLUMNS), CHECKS_HEADER, "overrides"], rows)
+        parts = [*run_parts(run), *(reversion_cells([result]) if reversions else [])]
+        rows.append([*parts, str(run["n_samples"]), *cells, fired_checks([result]), overrides])
+    header = [*PART_HEADER, *(REVERSION_HEADER if reversions else []), "n"]
+    return _markdown([*header, *(title for _, title, _ in COLUMNS), CHECKS_HEADER, "overrides"], rows)
 
 
 def format_seed_spread(results: list[dict]) -> str:
@@ -204,9 +236,10 @@ def format_seed_spread(results: list[dict]) -> str:
     for result in results:
         run = result["run"]
         setting = tuple(item for item in run.get("overrides", []) if not item.startswith("seed="))
-        groups.setdefault((*run_parts(run), run["n_samples"], setting), []).append(result)
+        groups.setdefault((*run_parts(run), run.get("reversion", "none"), run["n_samples"], setting), []).append(result)
+    reversions = with_reversion(results)
     rows = []
-    for (defense, receiver_defense, attack, n_samples, setting), runs in groups.items():
+    for (defense, receiver_defense, attack, _, n_samples, setting), runs in groups.items():
         cells = []
         for key, _, fmt in COLUMNS:
             values = [run["metrics"][key] for run in runs if key in run["metrics"]]
@@ -217,9 +250,10 @@ def format_seed_spread(results: list[dict]) -> str:
                 f"{fmt.format(statistics.fmean(values))} [{fmt.format(min(values))}–{fmt.format(max(values))}]"
             )
         seeds = ",".join(str(seed) for seed in sorted(run["run"].get("seed") for run in runs))
-        parts = [defense, receiver_defense, attack, str(n_samples), seeds]
-        rows.append([*parts, *cells, fired_checks(runs), " ".join(setting)])
-    header = [*PART_HEADER, "n", "seeds", *(title for _, title, _ in COLUMNS), CHECKS_HEADER, "overrides (but seed)"]
+        parts = [defense, receiver_defense, attack, *(reversion_cells(runs) if reversions else [])]
+        rows.append([*parts, str(n_samples), seeds, *cells, fired_checks(runs), " ".join(setting)])
+    header = [*PART_HEADER, *(REVERSION_HEADER if reversions else []), "n", "seeds"]
+    header += [*(title for _, title, _ in COLUMNS), CHECKS_HEADER, "overrides (but seed)"]
     return _markdown(header, rows)
 
 

@@ -11,7 +11,7 @@ from pathlib import Path
 
 import lightning as L
 from hydra.errors import InstantiationException
-from hydra.utils import instantiate
+from hydra.utils import get_object, instantiate
 from omegaconf import DictConfig, OmegaConf
 
 from preempt.evaluation import EvaluationDataModule, PreemptiveEvaluation
@@ -29,6 +29,7 @@ from preempt.results import (
 )
 from preempt.validation import (
     MODEL_ROLES,
+    REVERSION_MODELS,
     ConfigError,
     check_every_process_gets_a_batch,
     check_models_fit_dataset,
@@ -36,6 +37,7 @@ from preempt.validation import (
     expected_processes,
     instantiate_score_model,
     option_name,
+    reversion_models,
     validate_config,
 )
 
@@ -57,16 +59,48 @@ def one_line_refusals() -> Iterator[None]:
         raise SystemExit(f"error: {error}") from None
 
 
-def instantiate_models(cfg: DictConfig) -> dict:
+class SharedModels:
+    """Builds model configs; identical configs (after resolving) share one instance, and its memory."""
+
+    def __init__(self) -> None:
+        self.built: list[tuple[dict, object]] = []
+
+    def build(self, node: DictConfig) -> object:
+        spec = OmegaConf.to_container(node, resolve=True)
+        shared = next((model for other, model in self.built if other == spec), None)
+        if shared is None:
+            shared = instantiate(node)
+            self.built.append((spec, shared))
+        return shared
+
+
+def instantiate_models(cfg: DictConfig, shared: SharedModels | None = None) -> dict:
     """Classifier, backbone and victim; roles with identical configs share one instance (and its memory)."""
-    models: dict = {}
-    built: list[tuple[dict, object]] = []
-    for role in MODEL_ROLES:
-        spec = OmegaConf.to_container(cfg[role], resolve=True)
-        shared = next((model for other, model in built if other == spec), None)
-        models[role] = shared if shared is not None else instantiate(cfg[role])
-        built.append((spec, models[role]))
-    return models
+    shared = shared or SharedModels()
+    return {role: shared.build(cfg[role]) for role in MODEL_ROLES}
+
+
+def instantiate_reversion(cfg: DictConfig, config: dict, shared: SharedModels) -> object:
+    """The reversion stage. Preemptive Reversion's own models come from `shared` (an attacker's backbone that is
+    also a role here is one instance); with anything of its own it re-runs the sender's defense config with its
+    `defense_settings` merged over, bound to its backbone (A5 gets its robustifier for that backbone)."""
+    from preempt.reversions import PreemptiveReversion
+
+    node = cfg.reversion
+    if get_object(node._target_) is not PreemptiveReversion:
+        return instantiate(node)
+    own_models = {key: shared.build(node[key]) for key in REVERSION_MODELS if node.get(key) is not None}
+    reversion = instantiate(node, **own_models)
+    if reversion.knowledge == "black-box":
+        defense_config = OmegaConf.merge(config["defense"], reversion.defense_settings)
+        attacker = {
+            **config,
+            "defense": OmegaConf.to_container(defense_config),
+            "backbone": config["reversion"]["backbone"] or config["backbone"],
+        }
+        backbone = reversion.backbone if reversion.backbone is not None else shared.build(cfg.backbone)
+        reversion.defense_factory = bind_robustifier(instantiate(defense_config), attacker, backbone)
+    return reversion
 
 
 def instantiate_loggers(cfg: DictConfig) -> list:
@@ -97,14 +131,17 @@ def bind_robustifier(defense: functools.partial, config: dict, backbone: object)
     return functools.partial(defense, robustifier=robustifier)
 
 
-def bind_score_model(transform: object, config: dict, image_shape: tuple[int, ...]) -> object:
-    """A transform that purifies with a diffusion model (DiffPure) gets the score_model group's model: loaded from
-    its checkpoint, or the project's digits model, trained on first use; refused if it cannot take these images."""
+def bind_score_model(
+    transform: object, config: dict, image_shape: tuple[int, ...], score_model: object | None = None
+) -> object:
+    """A transform that purifies with a diffusion model (DiffPure) gets the score_model group's model (`score_model`
+    when one is built already): loaded from its checkpoint, or the project's digits model, trained on first use;
+    refused if it cannot take these images."""
     from preempt.receiver_defenses.diffpure import DiffPure
 
     if not isinstance(transform, DiffPure) or transform.score_model is not None:
         return transform
-    transform.score_model = instantiate_score_model(config)
+    transform.score_model = score_model if score_model is not None else instantiate_score_model(config)
     try:
         transform.check_fits(image_shape)
     except ValueError as error:
@@ -136,8 +173,13 @@ def evaluate(cfg: DictConfig) -> dict | None:
     dataset = instantiate(cfg.dataset)
     check_parts_fit_dataset(config, dataset)
     check_every_process_gets_a_batch(len(dataset), cfg.batch_size, expected_processes(config["trainer"]))
-    models = instantiate_models(cfg)
+    shared = SharedModels()
+    models = instantiate_models(cfg, shared)
     check_models_fit_dataset(models, dataset)
+    reversion = instantiate_reversion(cfg, config, shared)
+    check_models_fit_dataset(reversion_models(reversion), dataset)
+    receiver_defense = bind_score_model(instantiate(cfg.receiver_defense), config, dataset.image_shape)
+    score_model = getattr(receiver_defense, "score_model", None)
     module = PreemptiveEvaluation(
         **models,
         defense=bind_robustifier(instantiate(cfg.defense), config, models["backbone"]),
@@ -145,8 +187,9 @@ def evaluate(cfg: DictConfig) -> dict | None:
         num_classes=dataset.num_classes,
         seed=cfg.seed,
         transmit_8bit=cfg.transmit_8bit,
-        receiver_defense=bind_score_model(instantiate(cfg.receiver_defense), config, dataset.image_shape),
+        receiver_defense=receiver_defense,
         oblivious=cfg.threat.oblivious,
+        reversion=bind_score_model(reversion, config, dataset.image_shape, score_model),
     )
     datamodule = EvaluationDataModule(dataset, batch_size=cfg.batch_size, num_workers=cfg.num_workers)
     loggers = instantiate_loggers(cfg)

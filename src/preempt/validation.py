@@ -15,9 +15,10 @@ import math
 import typing
 from collections.abc import Callable
 from pathlib import Path
-from typing import Any
+from typing import Annotated, Any
 
 import torch
+from annotated_types import Ge, Le
 from hydra.errors import InstantiationException
 from hydra.utils import get_object, instantiate
 from omegaconf import DictConfig, OmegaConf
@@ -28,19 +29,21 @@ from pydantic.errors import PydanticSchemaGenerationError
 from preempt.checkpoints import CheckpointError
 from preempt.constraints import ARBITRARY_TYPES, AtLeastOne, Eps, NonNegative, Norm
 from preempt.datasets.base import ImageDataset
-from preempt.models.ground_truth import GroundTruth
+from preempt.models.labels import LabelOnly
 from preempt.models.spec import ModelSpec, spec_of
 from preempt.receiver_defenses.base import Identity, InputTransform, bpda_hint
 from preempt.threat import validate_budget
 
 MODEL_ROLES = ("classifier", "backbone", "victim")
-PART_GROUPS = ("dataset", *MODEL_ROLES, "defense", "receiver_defense", "score_model", "attack", "trainer")
+PART_GROUPS = ("dataset", *MODEL_ROLES, "defense", "receiver_defense", "reversion", "score_model", "attack", "trainer")
+# The models a Preemptive Reversion config may give the attacker (unset: the sender's).
+REVERSION_MODELS = ("backbone", "classifier")
 # The model the test loop passes to each partial part when it binds it (PreemptiveEvaluation.__init__). An
 # attack must take it; a defense takes it only if it needs one (input transforms are model-free).
 BOUND_AT_TEST_START = {"defense": "backbone", "attack": "model"}
 REQUIRED_BINDINGS = {"attack"}
 # Parts built once without their model during validation, so their own cross-setting checks run first.
-DRY_BUILT = ("defense", "receiver_defense", "attack")
+DRY_BUILT = ("defense", "receiver_defense", "reversion", "attack")
 HYDRA_KEYS = {"_target_", "_partial_", "_recursive_", "_convert_", "_args_"}
 _VARIADIC = (inspect.Parameter.VAR_POSITIONAL, inspect.Parameter.VAR_KEYWORD)
 
@@ -85,6 +88,10 @@ class RunSchema(_Strict):
     victim: dict
     defense: dict
     receiver_defense: dict
+    reversion: dict
+    # The reversion protocol's verdict: reversion succeeds when it lifts clean accuracy more than this above the
+    # protected images' (an accuracy difference, so 0.02 is two points).
+    reversion_margin: Annotated[float, Ge(0), Le(1)]
     score_model: dict
     attack: dict
     trainer: dict
@@ -117,7 +124,9 @@ def validate_config(cfg: DictConfig, scoring: bool = True) -> list[str]:
             check_part(cfg, container["logger"], name, prefix="logger.")
     check_roles(container)
     check_score_model_file(container, parts["receiver_defense"])
+    check_score_model_file(container, parts["reversion"])
     warnings += check_receiver_defense(container, parts["receiver_defense"], parts["attack"])
+    warnings += check_reversion(cfg, container, parts["reversion"])
     warnings += dataset_warnings(container) if scoring else []
     return warnings
 
@@ -140,8 +149,11 @@ def _write_back(cfg: DictConfig, key: str, value: Any) -> None:
         parent[name] = value
 
 
-def check_part(cfg: DictConfig, container: dict, group: str, prefix: str = "") -> tuple[Callable, dict]:
-    """The part's `_target_` imported and its keys checked against the target's signature and annotations."""
+def check_part(
+    cfg: DictConfig, container: dict, group: str, prefix: str = "", bound: str | None = None
+) -> tuple[Callable, dict]:
+    """The part's `_target_` imported and its keys checked against the target's signature and annotations.
+    `bound` names the model a nested part is given at test start (a top-level group's comes from its name)."""
     key = prefix + group
     node = container.get(group)
     if not isinstance(node, dict) or "_target_" not in node:
@@ -151,7 +163,7 @@ def check_part(cfg: DictConfig, container: dict, group: str, prefix: str = "") -
     except Exception as error:
         raise ConfigError(f"{key}._target_={node['_target_']} cannot be imported: {error}") from None
     settings = {name: value for name, value in node.items() if name not in HYDRA_KEYS}
-    bound = BOUND_AT_TEST_START.get(group) if not prefix else None
+    bound = BOUND_AT_TEST_START.get(group) if not prefix else bound
     parameters = _parameters(target)
     if bound is not None and bound not in parameters and group in REQUIRED_BINDINGS:
         raise ConfigError(f"{key}: {node['_target_']} must take `{bound}=`, which the test loop binds at start")
@@ -166,6 +178,9 @@ def check_part(cfg: DictConfig, container: dict, group: str, prefix: str = "") -
             raise ConfigError(f"{key}.{name} is required by {node['_target_']}: add +{key}.{name}=... ")
     hints = _hints(target)
     for name, value in settings.items():
+        if isinstance(value, dict) and "_target_" in value:  # a part inside the part (a model config): its own schema
+            check_part(cfg, node, name, prefix=f"{key}.")
+            continue
         adapter = _adapter(hints.get(name))
         if adapter is None:
             continue
@@ -264,16 +279,17 @@ def validate_budget_or_refuse(eps: float, norm: str, key: str, image_shape: tupl
             )
 
 
-def _dry_build(group: str, target: Callable, settings: dict) -> Any:
-    """Build a defense or attack without its model, so its own cross-setting checks run before any work."""
+def _dry_build(group: str, target: Callable, settings: dict, key: str | None = None) -> Any:
+    """Build a defense or attack without its model, so its own cross-setting checks run before any work; a
+    refusal names `key` (the group by default)."""
     bound = BOUND_AT_TEST_START.get(group)
     models = {bound: None} if bound is not None and bound in _parameters(target) else {}
     try:
         return target(**settings, **models)
     except ValidationError as error:
-        raise ConfigError(_format_errors(error, group)) from None
+        raise ConfigError(_format_errors(error, key or group)) from None
     except (ValueError, TypeError, CheckpointError) as error:  # a weight file the part reads: missing or unfit
-        raise ConfigError(f"{group}: {error}") from None
+        raise ConfigError(f"{key or group}: {error}") from None
 
 
 def instantiate_score_model(container: dict) -> torch.nn.Module:
@@ -296,14 +312,49 @@ def check_score_model_file(container: dict, transform: Any) -> None:
 
 
 def check_roles(container: dict) -> None:
-    """The ground-truth labeler has no gradients and no logits: it can only be the sender's classifier."""
-    for role in ("backbone", "victim"):
-        target = get_object(container[role]["_target_"])
-        if inspect.isclass(target) and issubclass(target, GroundTruth):
+    """Label-only models (the ground truth, noisy labels) have no gradients and no logits: they can only label."""
+    nodes = [(role, container[role]) for role in ("backbone", "victim")]
+    attacker_backbone = container["reversion"].get("backbone")
+    if isinstance(attacker_backbone, dict):
+        nodes.append(("reversion.backbone", attacker_backbone))
+    for role, node in nodes:
+        target = get_object(node["_target_"])
+        if inspect.isclass(target) and issubclass(target, LabelOnly):
+            name = option_name(container, role)
             raise ConfigError(
-                f"{role}=ground_truth: the ground-truth labeler has no gradients and no logits, so it can only be "
-                f"the classifier (classifier=ground_truth, the paper's GT ablation). Pick a model for {role}."
+                f"{role}={name}: a label-only model has no gradients and no logits, so it can only be "
+                f"the classifier (classifier=ground_truth is the paper's GT ablation, classifier=noisy_labels the "
+                f"reversion protocol's poor classifier). Pick a model for {role}."
             )
+
+
+def check_reversion(cfg: DictConfig, container: dict, reversion: Any) -> list[str]:
+    """The reversion stage must be a reversion attack or an input transform (a blind reversion such as JPEG); the
+    sender's defense with a Preemptive Reversion's own settings merged over must be a valid defense config."""
+    from preempt.reversions import PreemptiveReversion, Reversion
+
+    name = option_name(container, "reversion")
+    if not isinstance(reversion, Reversion | InputTransform):
+        raise ConfigError(
+            f"reversion={name} is neither a reversion attack (preempt.reversions) nor an input transform "
+            f"(preempt.receiver_defenses, a blind reversion such as JPEG): pick one of conf/reversion/"
+        )
+    if isinstance(reversion, PreemptiveReversion):
+        attacker = {"defense_settings": {**container["defense"], **reversion.defense_settings}}
+        target, settings = check_part(cfg, attacker, "defense_settings", "reversion.", BOUND_AT_TEST_START["defense"])
+        _dry_build("defense", target, settings, key="reversion.defense_settings")
+        if container["defense"]["_target_"].endswith("NoDefense"):
+            return [f"reversion={name} with defense=none: there is no protection to revert; the guess is what was sent"]
+    return []
+
+
+def reversion_models(reversion: Any) -> dict[str, torch.nn.Module]:
+    """The attacker's own models of a Preemptive Reversion, by the key that set them (to check on one image)."""
+    return {
+        f"reversion.{key}": model
+        for key in REVERSION_MODELS
+        if isinstance(model := getattr(reversion, key, None), torch.nn.Module) and not isinstance(model, LabelOnly)
+    }
 
 
 def check_receiver_defense(container: dict, transform: Any, attack: Any) -> list[str]:
@@ -351,7 +402,9 @@ def dataset_warnings(container: dict) -> list[str]:
 
 
 def declared_spec(container: dict, role: str) -> ModelSpec | None:
-    node = container[role]
+    node = container
+    for key in role.split("."):
+        node = node[key]
     settings = {name: value for name, value in node.items() if name not in HYDRA_KEYS}
     return spec_of(get_object(node["_target_"]), settings)
 
@@ -360,14 +413,20 @@ def option_name(container: dict, role: str) -> str:
     """What the user picked for `role` (`victim=digits_lenet_at`), so a message points at a config file."""
     from hydra.core.hydra_config import HydraConfig
 
-    if HydraConfig.initialized() and (choice := HydraConfig.get().runtime.choices.get(role)):
-        return choice
-    return container[role].get("name") or container[role]["_target_"].rsplit(".", 1)[-1]
+    if HydraConfig.initialized():
+        choices = HydraConfig.get().runtime.choices
+        if choice := choices.get(role) or choices.get(f"model@{role}"):  # a model set inside a part's config
+            return choice
+    node = container
+    for key in role.split("."):
+        node = node[key]
+    return node.get("name") or node["_target_"].rsplit(".", 1)[-1]
 
 
 def check_parts_fit_dataset(container: dict, dataset: ImageDataset) -> None:
     """Models' declared input shapes and class counts, and the budget, against the loaded dataset."""
-    for role in MODEL_ROLES:
+    roles = [*MODEL_ROLES, *(f"reversion.{key}" for key in REVERSION_MODELS if container["reversion"].get(key))]
+    for role in roles:
         spec = declared_spec(container, role)
         if spec is None:
             continue
@@ -385,9 +444,10 @@ def check_parts_fit_dataset(container: dict, dataset: ImageDataset) -> None:
 
 def _shape_message(role: str, name: str, shape: tuple[int, ...], dataset: ImageDataset) -> str:
     expected, got = "×".join(map(str, shape)), "×".join(map(str, dataset.image_shape))
+    pick = f"model@{role}=<model>" if "." in role else f"{role}=<model>"  # a model set inside a part's config
     return (
         f"{role} {name} takes {expected} images (C×H×W) but dataset {dataset.name} gives {got}: pick a {role} "
-        f"made for {got} images, or a dataset of {expected} images"
+        f"made for {got} images ({pick}), or a dataset of {expected} images"
     )
 
 
@@ -403,7 +463,9 @@ def check_models_fit_dataset(models: dict, dataset: ImageDataset) -> None:
     """Each built model on one real image: it must take the images and output one logit per class."""
     image = dataset.images[:1]
     for role, model in models.items():
-        if not isinstance(model, torch.nn.Module):
+        if isinstance(model, LabelOnly):  # labels only: the classifier it wraps, if any, is what sees the images
+            role, model = f"{role}.wrapped", getattr(model, "wrapped", None)
+        if not isinstance(model, torch.nn.Module) or isinstance(model, LabelOnly):
             continue
         name = getattr(model, "name", type(model).__name__)
         try:

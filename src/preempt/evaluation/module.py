@@ -1,4 +1,4 @@
-"""The test loop: label -> protect (timed) -> score -> attack the victim -> score."""
+"""The test loop: label -> protect (timed) -> score -> revert -> attack the victim -> score."""
 
 from __future__ import annotations
 
@@ -9,7 +9,7 @@ from collections.abc import Callable
 import lightning as L
 import torch
 from torch import Tensor, nn
-from torchmetrics import MaxMetric, MeanMetric
+from torchmetrics import MaxMetric, MeanMetric, SumMetric
 from torchmetrics.classification import MulticlassAccuracy
 from torchmetrics.image import StructuralSimilarityIndexMeasure
 
@@ -17,9 +17,11 @@ from preempt.attacks.base import Attack, IterativeAttack, NoAttack, attack_succe
 from preempt.defenses.base import Defense, bind_defense
 from preempt.evaluation.metrics import RoundCurves
 from preempt.evaluation.sanity import FLAG_ADVICE, FLAGS, sanity_flags
-from preempt.models.ground_truth import GroundTruth
+from preempt.models.labels import LabelOnly, assign_labels
 from preempt.receiver_defenses.base import Identity, InputTransform, ReceiverDefended, output_variance
-from preempt.threat import distance
+from preempt.reversions.base import NoReversion, Reversion, revert
+from preempt.reversions.preemptive_reversion import PreemptiveReversion
+from preempt.threat import distance, project
 
 log = logging.getLogger(__name__)
 # Per-batch seeds are spaced by this prime, so (run seed, first sample index) pairs never collide.
@@ -61,11 +63,14 @@ class PreemptiveEvaluation(L.LightningModule):
     `attack_success_rate` counts the target predicted; untargeted, any misclassification. On its first batch
     each process runs AutoAttack's sanity checks on the model the attack differentiates (`check_*` flags).
     An iterative attack with `record_every` adds its accuracy and success rate per round (`rounds`).
+    A `reversion` runs between protection and attack: the attack takes its guess of the original images as its
+    input, and its result is projected back into the budget around the protected images the man in the middle
+    received. The victim's accuracy on the guesses is `reverted_clean_acc` (the protocol's verdict reads it).
     """
 
     def __init__(
         self,
-        classifier: nn.Module | GroundTruth,
+        classifier: nn.Module | LabelOnly,
         backbone: nn.Module,
         victim: nn.Module,
         defense: Callable[..., Defense],
@@ -75,19 +80,23 @@ class PreemptiveEvaluation(L.LightningModule):
         transmit_8bit: bool = False,
         receiver_defense: InputTransform | None = None,
         oblivious: bool = False,
+        reversion: Reversion | InputTransform | None = None,
     ) -> None:
         super().__init__()
         for role, model in (("backbone", backbone), ("victim", victim)):
-            if not isinstance(model, nn.Module):
+            if not isinstance(model, nn.Module) or isinstance(model, LabelOnly):
                 raise TypeError(
                     f"the {role} must be a model config, not {type(model).__name__}; "
-                    f"ground_truth can only be the classifier"
+                    f"label-only models (ground_truth, noisy_labels) can only be the classifier"
                 )
-        self.ground_truth = isinstance(classifier, GroundTruth)
-        self.classifier = None if self.ground_truth else classifier
+        self.classifier = classifier
         self.backbone = backbone
         self.victim = victim
         self.defense = bind_defense(defense, backbone)
+        self.reversion = reversion if reversion is not None else NoReversion()
+        self.reverting = not isinstance(self.reversion, NoReversion)
+        if isinstance(self.reversion, PreemptiveReversion):
+            self.bind_preemptive_reversion(self.reversion, defense, num_classes)
         self.receiver_defense = receiver_defense if receiver_defense is not None else Identity()
         defended = not isinstance(self.receiver_defense, Identity)
         self.receiver = ReceiverDefended(victim, self.receiver_defense) if defended else victim
@@ -97,6 +106,7 @@ class PreemptiveEvaluation(L.LightningModule):
         self.approximator = getattr(self.attack, "approximator", None)
         self.robustifier = getattr(self.defense, "robustifier", None)
         self.score_model = getattr(self.receiver_defense, "score_model", None)
+        self.reversion_score_model = getattr(self.reversion, "score_model", None)
         self.seed = seed
         self.transmit_8bit = transmit_8bit
         self.num_classes = num_classes
@@ -118,6 +128,13 @@ class PreemptiveEvaluation(L.LightningModule):
         self.attack_distance = MaxMetric()
         self.receiver_variance_l2 = MeanMetric()
         self.receiver_variance_ssim = MeanMetric()
+        if self.reverting:
+            self.reverted_clean_acc = accuracy()
+            self.reversion_seconds_per_image = MeanMetric()
+            self.protected_l2_to_original = MeanMetric()
+            self.reverted_l2_to_original = MeanMetric()
+            self.reversion_fixed = SumMetric()  # images the victim gets right after reversion, wrong before
+            self.reversion_broke = SumMetric()  # and the other way round: McNemar's discordant pairs
         self.attacked = not isinstance(self.attack, NoAttack)
         if self.attacked:
             self.attack_success_rate = MeanMetric()
@@ -128,12 +145,25 @@ class PreemptiveEvaluation(L.LightningModule):
         self.rounds: dict[str, list] | None = None
         self.checked = self.square_reported = False
 
-    def labels(self, x: Tensor, y: Tensor) -> Tensor:
-        """The sender's labels: the classifier's predictions, or the truth for the ground-truth ablation."""
-        if self.ground_truth:
-            return y
-        with torch.no_grad():
-            return self.classifier(x).argmax(dim=1)
+    def bind_preemptive_reversion(
+        self, reversion: PreemptiveReversion, defense: Callable[..., Defense], num_classes: int
+    ) -> None:
+        """What the attacker re-runs: its own backbone, classifier and defense where the reversion config gives
+        them (black-box), the sender's where it does not (white-box). Its models are registered, so they move."""
+        self.reversion_backbone = reversion.backbone
+        self.reversion_classifier = reversion.classifier
+        attacker_defense = reversion.defense_factory or defense
+        attacker_classifier = reversion.classifier if reversion.classifier is not None else self.classifier
+
+        def attacker_labels(x: Tensor, y: Tensor, index: Tensor) -> Tensor:
+            return assign_labels(attacker_classifier, x, y, index, num_classes)
+
+        attacker_backbone = reversion.backbone if reversion.backbone is not None else self.backbone
+        reversion.bind(bind_defense(attacker_defense, attacker_backbone), attacker_labels)
+
+    def labels(self, x: Tensor, y: Tensor, index: Tensor) -> Tensor:
+        """The sender's labels: the classifier's predictions, or a label-only model's (ground truth, noisy)."""
+        return assign_labels(self.classifier, x, y, index, self.num_classes)
 
     def protect(self, x: Tensor, labels: Tensor) -> tuple[Tensor, float]:
         """Protected images and the wall-clock seconds the defense took."""
@@ -151,18 +181,20 @@ class PreemptiveEvaluation(L.LightningModule):
         seed_batch(self.seed, int(index[0]))
         batch_size = len(x)
 
-        labels = self.labels(x, y)
+        labels = self.labels(x, y, index)
         protected, seconds = self.protect(x, labels)
         sent = to_8bit(protected) if self.transmit_8bit else protected
         target = random_targets(y, self.num_classes) if self.attack.targeted else None
-        adversarial = self.run_attack(sent, y, target)
+        reverted, reversion_seconds = timed(x, lambda: revert(self.reversion, sent, y, index))
+        adversarial = self.run_attack(sent, y, target, start=reverted)
         if self.round_curves is not None:
             self.round_curves.update(self.attack.record)
 
         self.classifier_acc(labels, y)
         clean_predictions, receiver_seconds = timed(x, lambda: self.predict(x))
         self.clean_acc(clean_predictions, y)
-        self.protected_clean_acc(self.predict(sent), y)
+        protected_predictions = self.predict(sent)
+        self.protected_clean_acc(protected_predictions, y)
         robust_predictions = self.predict(adversarial)
         self.robust_acc(robust_predictions, y)
         self.ssim(sent, x)
@@ -186,19 +218,50 @@ class PreemptiveEvaluation(L.LightningModule):
             "receiver_variance_l2",
             "receiver_variance_ssim",
         ]
+        if self.reverting:
+            names += self.score_reversion(x, y, sent, protected_predictions, reverted, reversion_seconds)
         if self.attacked:
             self.attack_success_rate.update(attack_succeeded(robust_predictions, y, target).float())
             names += ["attack_success_rate", *self.check_sanity(sent, y)]
         if self.transmit_8bit:
             self.protected_clean_acc_float(self.predict(protected), y)
-            self.robust_acc_float(self.predict(self.run_attack(protected, y, target)), y)
+            reverted_float = revert(self.reversion, protected, y, index)
+            self.robust_acc_float(self.predict(self.run_attack(protected, y, target, start=reverted_float)), y)
             names += ["protected_clean_acc_float", "robust_acc_float"]
         for name in names:
             self.log(f"test/{name}", getattr(self, name), on_step=False, on_epoch=True, batch_size=batch_size)
 
-    def run_attack(self, x: Tensor, y: Tensor, target: Tensor | None = None) -> Tensor:
+    def score_reversion(
+        self, x: Tensor, y: Tensor, sent: Tensor, protected_predictions: Tensor, reverted: Tensor, seconds: float
+    ) -> list[str]:
+        """The victim on the attacker's guesses, how far they are from the originals, and what it cost."""
+        reverted_predictions = self.predict(reverted)
+        self.reverted_clean_acc(reverted_predictions, y)
+        reverted_correct, protected_correct = reverted_predictions == y, protected_predictions == y
+        self.reversion_fixed.update((reverted_correct & ~protected_correct).sum())
+        self.reversion_broke.update((protected_correct & ~reverted_correct).sum())
+        self.protected_l2_to_original.update(distance(sent, x, "L2"))
+        self.reverted_l2_to_original.update(distance(reverted, x, "L2"))
+        self.reversion_seconds_per_image.update(seconds / len(x), weight=len(x))
+        return [
+            "reverted_clean_acc",
+            "reversion_fixed",
+            "reversion_broke",
+            "protected_l2_to_original",
+            "reverted_l2_to_original",
+            "reversion_seconds_per_image",
+        ]
+
+    def run_attack(self, x: Tensor, y: Tensor, target: Tensor | None = None, start: Tensor | None = None) -> Tensor:
+        """The attack on `x`, or, after a reversion, on its guess `start`, held to the budget around `x`."""
+        if start is None or start is x:
+            with torch.enable_grad():
+                return self.attack(x, y, target).detach()
         with torch.enable_grad():
-            return self.attack(x, y, target).detach()
+            adversarial = self.attack(start, y, target).detach()
+        if isinstance(self.attack, NoAttack):
+            return adversarial
+        return project(adversarial, x, self.attack.eps, self.attack.norm)
 
     def check_sanity(self, x: Tensor, y: Tensor) -> list[str]:
         """AutoAttack's checks on this process's first batch (each later batch only adds AutoAttack's own

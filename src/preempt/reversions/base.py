@@ -1,0 +1,52 @@
+"""The call shape every reversion attack shares.
+
+A reversion gets the protected images the man in the middle intercepted, with the true labels and the samples'
+indices (a white-box attacker labels them with the sender's classifier, which may need both), and returns its
+guess of the original images, in [0,1]. Blind reversions (JPEG, DiffPure) are the input transforms of
+`preempt.receiver_defenses` used as they are: `revert` takes either.
+"""
+
+from __future__ import annotations
+
+from abc import ABC, abstractmethod
+
+import torch
+from torch import Tensor
+
+from preempt.receiver_defenses.base import InputTransform
+
+
+class Reversion(ABC):
+    """An attack that undoes a preemptive defense. `knowledge` says what it knows of the sender's setup."""
+
+    knowledge: str = "blind"
+
+    def warnings(self) -> list[str]:
+        """Settings that run but probably do not mean what the user wants; shown and kept in results.json."""
+        return []
+
+    @abstractmethod
+    def __call__(self, protected: Tensor, y: Tensor, index: Tensor) -> Tensor:
+        """The guess of the original images, same shape and dtype as `protected`, in [0,1]."""
+
+
+class NoReversion(Reversion):
+    """The attack starts from the protected images as they arrive (no reversion stage)."""
+
+    knowledge = "none"
+
+    def __call__(self, protected: Tensor, y: Tensor, index: Tensor) -> Tensor:
+        return protected
+
+
+def revert(reversion: Reversion | InputTransform, protected: Tensor, y: Tensor, index: Tensor) -> Tensor:
+    """Run a reversion attack or a blind one (an input transform such as JPEG or DiffPure) on protected images."""
+    if isinstance(reversion, InputTransform):
+        with torch.no_grad():
+            return reversion.transform(protected.detach())
+    return reversion(protected.detach(), y, index).detach()
+
+
+def knowledge(reversion: Reversion | InputTransform) -> str:
+    """white-box, black-box, blind (knows nothing of the defense) or none."""
+    return "blind" if isinstance(reversion, InputTransform) else reversion.knowledge
