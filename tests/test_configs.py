@@ -244,9 +244,10 @@ def test_published_score_models_fail_fast_naming_the_file_and_where_it_comes_fro
     cfg = compose_config(f"score_model={option}")
     message = str(instantiate_error(cfg.score_model, CheckpointError))
     assert cfg.score_model.checkpoint in message and "http" in message
-    # With DiffPure picked, validation refuses it before any data or model is loaded.
-    with pytest.raises(ConfigError, match=rf"score_model=\w+: .*{PUBLISHED_SCORE_MODELS[option]}"):
-        validate_config(compose_config(f"score_model={option}", "receiver_defense=diffpure"))
+    # With DiffPure picked (by the receiver or as the reversion), validation refuses it before any data or model.
+    for part in ("receiver_defense", "reversion"):
+        with pytest.raises(ConfigError, match=rf"score_model=\w+: .*{PUBLISHED_SCORE_MODELS[option]}"):
+            validate_config(compose_config(f"score_model={option}", f"{part}=diffpure"))
 
 
 @pytest.mark.parametrize("option", TRAINERS)

@@ -146,3 +146,7 @@ def test_a_reversion_run_records_its_verdict_and_tables_show_it(tmp_path: Path, 
     assert "failed 1/2, succeeded 1/2" in table[2] and "0.870 [0.840–0.900]" in table[2]
     plain = format_table([build_results(CONFIG, {"test/clean_acc": 0.9}, 10, 1.0)])
     assert "verdict" not in plain.splitlines()[0]  # runs without a reversion stage keep the usual columns
+    main([str(tmp_path), "--reversion"])
+    table_v = capsys.readouterr().out.splitlines()
+    assert "reverted clean acc" in table_v[0] and "McNemar p" in table_v[0] and len(table_v) == 3
+    assert "| 0.870 [0.840–0.900] |" in table_v[2] and "0.75 [0.75–0.75]" in table_v[2]  # perturbation left 1.5/2

@@ -257,6 +257,69 @@ def format_seed_spread(results: list[dict]) -> str:
     return _markdown(header, rows)
 
 
+def spread(values: list[float], fmt: str = "{:.3f}") -> str:
+    """mean [min–max], the value itself for one run, or — for none."""
+    if not values:
+        return "—"
+    if len(values) == 1:
+        return fmt.format(values[0])
+    return f"{fmt.format(statistics.fmean(values))} [{fmt.format(min(values))}–{fmt.format(max(values))}]"
+
+
+def metric_values(runs: list[dict], key: str) -> list[float]:
+    return [run["metrics"][key] for run in runs if key in run["metrics"]]
+
+
+def format_reversion_table(results: list[dict]) -> str:
+    """The Fast Preemption paper's Table V from reversion runs: per setting (runs that differ only in seed), the
+    victim's clean accuracy on original, protected and reverted images, robust accuracy after revert + attack,
+    how much protective perturbation is left, and the verdicts with McNemar's p-values."""
+    groups: dict[tuple, list[dict]] = {}
+    for result in results:
+        run = result["run"]
+        setting = tuple(item for item in run.get("overrides", []) if not item.startswith("seed="))
+        groups.setdefault((run["defense"], run["attack"], run.get("reversion", "none"), setting), []).append(result)
+    rows = []
+    for (defense, attack, reversion, setting), runs in groups.items():
+        verdicts = [run["reversion"] for run in runs if run.get("reversion")]
+        residuals = [verdict["residual"] for verdict in verdicts if verdict["residual"] is not None]
+        p_values = [verdict["p_value"] for verdict in verdicts]
+        classifier = [item.removeprefix("classifier=") for item in setting if item.startswith("classifier=")]
+        rows.append(
+            [
+                defense,
+                ", ".join(classifier) or "(default)",
+                reversion,
+                attack,
+                str(runs[0]["run"]["n_samples"]),
+                str(len(runs)),
+                spread(metric_values(runs, "test/clean_acc")),
+                spread(metric_values(runs, "test/protected_clean_acc")),
+                spread(metric_values(runs, "test/reverted_clean_acc")),
+                spread(metric_values(runs, "test/robust_acc")),
+                spread(residuals, "{:.2f}"),
+                reversion_cells(runs)[1],
+                f"{min(p_values):.2g}–{max(p_values):.2g}" if p_values else "—",
+            ]
+        )
+    header = [
+        "defense",
+        "classifier",
+        "reversion",
+        "attack",
+        "n",
+        "seeds",
+        "original clean acc",
+        "protected clean acc",
+        "reverted clean acc",
+        "robust acc",
+        "perturbation left",
+        "verdict",
+        "McNemar p",
+    ]
+    return _markdown(header, rows)
+
+
 def _markdown(header: list[str], rows: list[list[str]]) -> str:
     widths = [max(len(row[i]) for row in [header, *rows]) for i in range(len(header))]
 
@@ -271,15 +334,22 @@ def main(argv: list[str] | None = None) -> None:
     """`python -m preempt.results DIR...`: one table over every results.json below the given folders."""
     parser = argparse.ArgumentParser(description=main.__doc__)
     parser.add_argument("folders", nargs="+", type=Path, help="run or multirun folders (searched recursively)")
-    parser.add_argument(
+    view = parser.add_mutually_exclusive_group()
+    view.add_argument(
         "--over-seeds", action="store_true", help="one row per setting: mean [min–max] over runs that differ in seed"
+    )
+    view.add_argument(
+        "--reversion", action="store_true", help="Table V's view of reversion runs, over seeds, with the verdicts"
     )
     args = parser.parse_args(argv)
     paths = sorted(path for folder in args.folders for path in folder.rglob(RESULTS_FILE))
     if not paths:
         raise SystemExit(f"no {RESULTS_FILE} under {', '.join(map(str, args.folders))}")
     results = load_results(paths)
-    print(format_seed_spread(results) if args.over_seeds else format_table(results))
+    if args.reversion:
+        print(format_reversion_table(results))
+    else:
+        print(format_seed_spread(results) if args.over_seeds else format_table(results))
 
 
 if __name__ == "__main__":

@@ -5,7 +5,7 @@ import torch
 from conftest import accuracy, assert_in_budget
 
 from preempt.attacks.fgsm import FGSM, fgsm_step, loss_gradient
-from preempt.threat import NORMS, distance
+from preempt.threat import NORMS, distance, project
 
 EPS = 8 / 255
 
@@ -75,3 +75,14 @@ class _Scaled(torch.nn.Module):
 
     def forward(self, x):
         return x.flatten(1) * self.scale.view(-1, 1)
+
+
+def test_an_attack_without_a_start_point_attacks_the_guess_and_is_projected_around_what_arrived(
+    digits_models, digits_batch
+) -> None:
+    x, y = digits_batch
+    attack = FGSM(digits_models["digits_mlp"], eps=0.1, norm="Linf")
+    guess = (x + 0.15).clamp(0, 1)
+    from_guess = attack(x, y, start=guess)
+    assert_in_budget(from_guess, x, 0.1, "Linf")
+    assert torch.equal(from_guess, project(attack(guess, y), x, 0.1, "Linf"))

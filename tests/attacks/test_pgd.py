@@ -5,6 +5,7 @@ from conftest import accuracy, assert_in_budget
 
 from preempt.attacks.base import NoAttack
 from preempt.attacks.pgd import PGD
+from preempt.threat import project
 
 EPS = 8 / 255
 
@@ -84,3 +85,18 @@ def test_a_targeted_attack_without_targets_draws_wrong_classes(digits_models, di
     with torch.no_grad():
         predicted = model(first).argmax(dim=1)
     assert (predicted != y).float().mean() >= 0.8
+
+
+def test_from_a_reversions_guess_pgd_starts_there_and_keeps_the_budget_around_what_arrived(
+    digits_models, digits_batch
+) -> None:
+    x, y = digits_batch
+    model = digits_models["digits_mlp"]
+    guess = (x + 0.3 * torch.randn_like(x)).clamp(0, 1)  # partly outside the ball around x
+    barely_moving = PGD(model, eps=0.2, norm="Linf", steps=1, step_size=1e-9)
+    first = project(guess, x, 0.2, "Linf")
+    assert torch.allclose(barely_moving(x, y, start=guess), first, atol=1e-6)  # no random start either
+    attacked = PGD(model, eps=0.2, norm="Linf", steps=10)(x, y, start=guess)
+    assert_in_budget(attacked, x, 0.2, "Linf")
+    assert accuracy(model, attacked, y) < accuracy(model, first, y)
+    assert torch.equal(NoAttack(model)(x, y, start=guess), guess)  # no attack sends the guess as it is

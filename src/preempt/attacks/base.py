@@ -59,17 +59,26 @@ class Attack(ABC):
         """The model whose input gradients the attack follows (BPDA replaces the receiver's transform in it)."""
         return self.model
 
-    def __call__(self, x: Tensor, y: Tensor, target: Tensor | None = None) -> Tensor:
+    def __call__(self, x: Tensor, y: Tensor, target: Tensor | None = None, start: Tensor | None = None) -> Tensor:
+        """Adversarial images within the budget around `x`; from `start` (a reversion's guess) when given."""
         if not self.targeted:
             target = None
         elif target is None:
             with torch.no_grad():
                 target = random_targets(y, self.model(x[:1]).shape[1])
-        return self.perturb(x.detach(), y, target).detach()
+        if start is None:
+            return self.perturb(x.detach(), y, target).detach()
+        return self.perturb_from(x.detach(), start.detach(), y, target).detach()
 
     @abstractmethod
     def perturb(self, x: Tensor, y: Tensor, target: Tensor | None) -> Tensor:
         """Adversarial images; untargeted when `target` is None."""
+
+    def perturb_from(self, x: Tensor, start: Tensor, y: Tensor, target: Tensor | None) -> Tensor:
+        """An attack with no start point of its own (a library's) attacks `start` within its own budget, and the
+        result is projected into the budget around `x`: it does not know the second projection, so it may lose
+        some of its strength there. Iterative attacks start from `start` inside the budget instead."""
+        return project(self.perturb(start, y, target), x, self.eps, self.norm)
 
 
 @dataclass(frozen=True)
@@ -127,8 +136,15 @@ class IterativeAttack(Attack):
         return predict(self.model, x_adv)
 
     def perturb(self, x: Tensor, y: Tensor, target: Tensor | None) -> Tensor:
+        return self.run_rounds(x, self.start(x), y, target)
+
+    def perturb_from(self, x: Tensor, start: Tensor, y: Tensor, target: Tensor | None) -> Tensor:
+        """The rounds from `start` (projected into the budget around `x`) instead of the usual first iterate."""
+        return self.run_rounds(x, start, y, target)
+
+    def run_rounds(self, x: Tensor, first: Tensor, y: Tensor, target: Tensor | None) -> Tensor:
         goal = target if target is not None else y
-        x_adv = project(self.start(x), x, self.eps, self.norm)
+        x_adv = project(first, x, self.eps, self.norm)
         recorded = self.recorded_rounds
         active = torch.ones(len(x), dtype=torch.bool, device=x.device)
         correct, success = [], []
@@ -160,5 +176,6 @@ class NoAttack:
     def __init__(self, model: nn.Module | None) -> None:
         self.model = model
 
-    def __call__(self, x: Tensor, y: Tensor, target: Tensor | None = None) -> Tensor:
-        return x
+    def __call__(self, x: Tensor, y: Tensor, target: Tensor | None = None, start: Tensor | None = None) -> Tensor:
+        """What arrived, or the reversion's guess when there is one (sent as it is: no budget to keep)."""
+        return x if start is None else start

@@ -21,7 +21,7 @@ from preempt.models.labels import LabelOnly, assign_labels
 from preempt.receiver_defenses.base import Identity, InputTransform, ReceiverDefended, output_variance
 from preempt.reversions.base import NoReversion, Reversion, revert
 from preempt.reversions.preemptive_reversion import PreemptiveReversion
-from preempt.threat import distance, project
+from preempt.threat import distance
 
 log = logging.getLogger(__name__)
 # Per-batch seeds are spaced by this prime, so (run seed, first sample index) pairs never collide.
@@ -63,9 +63,9 @@ class PreemptiveEvaluation(L.LightningModule):
     `attack_success_rate` counts the target predicted; untargeted, any misclassification. On its first batch
     each process runs AutoAttack's sanity checks on the model the attack differentiates (`check_*` flags).
     An iterative attack with `record_every` adds its accuracy and success rate per round (`rounds`).
-    A `reversion` runs between protection and attack: the attack takes its guess of the original images as its
-    input, and its result is projected back into the budget around the protected images the man in the middle
-    received. The victim's accuracy on the guesses is `reverted_clean_acc` (the protocol's verdict reads it).
+    A `reversion` runs between protection and attack: the attack starts from its guess of the original images and
+    stays within the budget around the protected images the man in the middle received (`Attack.perturb_from`).
+    The victim's accuracy on the guesses is `reverted_clean_acc` (the protocol's verdict reads it).
     """
 
     def __init__(
@@ -186,7 +186,7 @@ class PreemptiveEvaluation(L.LightningModule):
         sent = to_8bit(protected) if self.transmit_8bit else protected
         target = random_targets(y, self.num_classes) if self.attack.targeted else None
         reverted, reversion_seconds = timed(x, lambda: revert(self.reversion, sent, y, index))
-        adversarial = self.run_attack(sent, y, target, start=reverted)
+        adversarial = self.run_attack(sent, y, target, start=reverted if self.reverting else None)
         if self.round_curves is not None:
             self.round_curves.update(self.attack.record)
 
@@ -225,7 +225,7 @@ class PreemptiveEvaluation(L.LightningModule):
             names += ["attack_success_rate", *self.check_sanity(sent, y)]
         if self.transmit_8bit:
             self.protected_clean_acc_float(self.predict(protected), y)
-            reverted_float = revert(self.reversion, protected, y, index)
+            reverted_float = revert(self.reversion, protected, y, index) if self.reverting else None
             self.robust_acc_float(self.predict(self.run_attack(protected, y, target, start=reverted_float)), y)
             names += ["protected_clean_acc_float", "robust_acc_float"]
         for name in names:
@@ -253,15 +253,9 @@ class PreemptiveEvaluation(L.LightningModule):
         ]
 
     def run_attack(self, x: Tensor, y: Tensor, target: Tensor | None = None, start: Tensor | None = None) -> Tensor:
-        """The attack on `x`, or, after a reversion, on its guess `start`, held to the budget around `x`."""
-        if start is None or start is x:
-            with torch.enable_grad():
-                return self.attack(x, y, target).detach()
+        """The attack on `x`, or after a reversion from its guess `start`, within the budget around `x`."""
         with torch.enable_grad():
-            adversarial = self.attack(start, y, target).detach()
-        if isinstance(self.attack, NoAttack):
-            return adversarial
-        return project(adversarial, x, self.attack.eps, self.attack.norm)
+            return self.attack(x, y, target, start=start).detach()
 
     def check_sanity(self, x: Tensor, y: Tensor) -> list[str]:
         """AutoAttack's checks on this process's first batch (each later batch only adds AutoAttack's own
