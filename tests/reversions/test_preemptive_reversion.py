@@ -100,7 +100,9 @@ def test_reverting_an_unprotected_image_is_flagged(compose_config) -> None:
 
 
 def test_an_attacker_backbone_of_other_images_is_refused_before_the_loop(compose_config) -> None:
-    cfg = compose_config("experiment=cifar10_resnet18", "reversion=preemptive_reversion_black_box")
+    cfg = compose_config(
+        "experiment=cifar10_resnet18", "reversion=preemptive_reversion", "+model@reversion.backbone=digits_cnn"
+    )
     with pytest.raises(
         ConfigError, match=r"reversion.backbone \w+ takes 1×16×16 images .* cifar10_samples gives 3×32×32"
     ):
@@ -118,8 +120,8 @@ def _protocol_run(compose_config, reversion: str) -> dict:
 @pytest.mark.slow
 def test_on_noisy_digits_white_box_reverts_and_black_box_reverts_less(compose_config, digits_models) -> None:
     """The issue's protocol on the whole digits test split: protection with 50% wrong labels lowers clean
-    accuracy; the white-box reversion brings it back to the original's; the black-box one (the attacker's own
-    standard-trained CNN) less, and leaves more of the protective perturbation."""
+    accuracy; the white-box reversion brings it back to the original's; the black-box one (re-run on the victim,
+    the model the attacker has) less, and leaves more of the protective perturbation."""
     white = _protocol_run(compose_config, "preemptive_reversion")
     black = _protocol_run(compose_config, "preemptive_reversion_black_box")
     for result in (white, black):
