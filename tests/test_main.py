@@ -20,9 +20,10 @@ def run_main(output_dir: Path, zoo_dir: Path, *overrides: str) -> tuple[dict, st
 
 
 def test_fast_preemption_beats_no_defense_under_autoattack(tmp_path: Path, zoo_dir: Path, digits_models) -> None:
-    common = ("attack=autoattack", "dataset.n_samples=100", "logger=default")
-    undefended, _ = run_main(tmp_path / "none", zoo_dir, "defense=none", *common)
-    protected, stdout = run_main(tmp_path / "fast_preemption", zoo_dir, "defense=fast_preemption", *common)
+    # One multirun (one process start) for both jobs: job 0 undefended, job 1 protected.
+    undefended, protected = run_sweep(
+        tmp_path, zoo_dir, "defense=none,fast_preemption", "attack=autoattack", "dataset.n_samples=48", "logger=default"
+    )
     base, fp = undefended["metrics"], protected["metrics"]
 
     assert base["test/robust_acc"] <= 0.5 * base["test/clean_acc"]  # AutoAttack at least halves accuracy
@@ -31,11 +32,11 @@ def test_fast_preemption_beats_no_defense_under_autoattack(tmp_path: Path, zoo_d
     assert fp["test/linf"] <= 0.2 + 1e-5 and 0.5 < fp["test/ssim"] < 1
     assert fp["test/attack_distance"] <= 0.2 + 1e-5
     assert fp["test/defense_seconds_per_image"] > 0 and base["test/defense_seconds_per_image"] < 1e-3
-    assert protected["run"]["n_samples"] == 100 and protected["config"]["defense"]["n_samples"] == 20
-    assert "| FastPreemption | Identity         | AutoAttack | 100" in stdout
-    assert (tmp_path / "fast_preemption" / "results.md").read_text().startswith("| defense")
-    assert list((tmp_path / "fast_preemption" / "wandb").glob("offline-run-*"))
-    assert list((tmp_path / "fast_preemption" / "csv").rglob("metrics.csv"))
+    assert protected["run"]["n_samples"] == 48 and protected["config"]["defense"]["n_samples"] == 20
+    table = (tmp_path / "1" / "results.md").read_text()
+    assert table.startswith("| defense") and "| FastPreemption | Identity         | AutoAttack | 48 " in table
+    assert list((tmp_path / "1" / "wandb").glob("offline-run-*"))
+    assert list((tmp_path / "1" / "csv").rglob("metrics.csv"))
 
 
 def test_cifar10_samples_with_shipped_resnet18_writes_results(tmp_path: Path, zoo_dir: Path) -> None:

@@ -8,7 +8,7 @@ from preempt.attacks.base import NoAttack
 class FailsOnRankOne(NoAttack):
     """The identity on rank 0; raises on rank 1, to test that a DDP run ends with that rank's error."""
 
-    def __call__(self, x, y, target=None):
+    def __call__(self, x, y, target=None, start=None):
         if dist.is_available() and dist.is_initialized() and dist.get_rank() == 1:
             raise RuntimeError("injected failure on rank 1")
-        return x
+        return super().__call__(x, y, target, start)
