@@ -20,7 +20,7 @@ def run_main(output_dir: Path, zoo_dir: Path, *overrides: str) -> tuple[dict, st
 
 
 def test_fast_preemption_beats_no_defense_under_autoattack(tmp_path: Path, zoo_dir: Path, digits_models) -> None:
-    # One multirun (one process start) for both jobs: job 0 undefended, job 1 protected.
+    # One multirun, as a sweep runs: job 0 undefended, job 1 protected, each with its own W&B run.
     undefended, protected = run_sweep(
         tmp_path, zoo_dir, "defense=none,fast_preemption", "attack=autoattack", "dataset.n_samples=48", "logger=default"
     )
@@ -35,7 +35,9 @@ def test_fast_preemption_beats_no_defense_under_autoattack(tmp_path: Path, zoo_d
     assert protected["run"]["n_samples"] == 48 and protected["config"]["defense"]["n_samples"] == 20
     table = (tmp_path / "1" / "results.md").read_text()
     assert table.startswith("| defense") and "| FastPreemption | Identity         | AutoAttack | 48 " in table
-    assert list((tmp_path / "1" / "wandb").glob("offline-run-*"))
+    # A job's W&B run ends with it: before, job 1 logged into job 0's run and had no run folder of its own.
+    runs = [list((tmp_path / job / "wandb").glob("offline-run-*")) for job in ("0", "1")]
+    assert [len(found) for found in runs] == [1, 1] and runs[0][0].name != runs[1][0].name
     assert list((tmp_path / "1" / "csv").rglob("metrics.csv"))
 
 

@@ -149,6 +149,16 @@ def bind_score_model(
     return transform
 
 
+def finish_wandb_run() -> None:
+    """End this job's W&B run: it stays the process's current run otherwise, and in a multirun every later job's
+    logger would attach to it (job 1 logging into job 0's run, with no run folder of its own)."""
+    import sys
+
+    wandb = sys.modules.get("wandb")
+    if wandb is not None and wandb.run is not None:
+        wandb.finish()
+
+
 def task_overrides() -> list[str]:
     """The command-line overrides of this run, recorded so tables can tell sweep jobs apart."""
     from hydra.core.hydra_config import HydraConfig
@@ -205,6 +215,8 @@ def evaluate(cfg: DictConfig) -> dict | None:
         if cause is not None:
             raise RankFailedError(f"{cause} (this process stopped because of it; its traceback is above)") from error
         raise
+    finally:
+        finish_wandb_run()
 
     if not trainer.is_global_zero:
         return None
