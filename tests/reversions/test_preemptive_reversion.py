@@ -111,7 +111,12 @@ def test_an_attacker_backbone_of_other_images_is_refused_before_the_loop(compose
 
 def _protocol_run(compose_config, reversion: str) -> dict:
     cfg = compose_config(
-        "classifier=noisy_labels", "attack=fgsm", "dataset.n_samples=360", "logger=none", f"reversion={reversion}"
+        "classifier=noisy_labels",
+        "attack=fgsm",
+        "dataset.n_samples=360",
+        "defense.n_samples=10",
+        "logger=none",
+        f"reversion={reversion}",
     )
     cfg.paths.output_dir += f"/{reversion}"
     return run.evaluate(cfg)
