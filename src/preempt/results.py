@@ -226,6 +226,22 @@ def format_table(results: list[dict]) -> str:
     return _markdown([*header, *(title for _, title, _ in COLUMNS), CHECKS_HEADER, "overrides"], rows)
 
 
+def setting_but_seed(run: dict) -> tuple[str, ...]:
+    """A run's overrides without its seed: the runs of one setting share it."""
+    return tuple(item for item in run.get("overrides", []) if not item.startswith("seed="))
+
+
+def metric_values(runs: list[dict], key: str) -> list[float]:
+    return [run["metrics"][key] for run in runs if key in run["metrics"]]
+
+
+def spread(values: list[float], fmt: str = "{:.3f}") -> str:
+    """mean [min–max] over runs, or — when none logged the value."""
+    if not values:
+        return "—"
+    return f"{fmt.format(statistics.fmean(values))} [{fmt.format(min(values))}–{fmt.format(max(values))}]"
+
+
 def format_seed_spread(results: list[dict]) -> str:
     """One row per setting, over the runs that differ only in `seed`: each metric as mean [min–max].
 
@@ -235,39 +251,18 @@ def format_seed_spread(results: list[dict]) -> str:
     groups: dict[tuple, list[dict]] = {}
     for result in results:
         run = result["run"]
-        setting = tuple(item for item in run.get("overrides", []) if not item.startswith("seed="))
-        groups.setdefault((*run_parts(run), run.get("reversion", "none"), run["n_samples"], setting), []).append(result)
+        key = (*run_parts(run), run.get("reversion", "none"), run["n_samples"], setting_but_seed(run))
+        groups.setdefault(key, []).append(result)
     reversions = with_reversion(results)
     rows = []
     for (defense, receiver_defense, attack, _, n_samples, setting), runs in groups.items():
-        cells = []
-        for key, _, fmt in COLUMNS:
-            values = [run["metrics"][key] for run in runs if key in run["metrics"]]
-            if not values:
-                cells.append("—")
-                continue
-            cells.append(
-                f"{fmt.format(statistics.fmean(values))} [{fmt.format(min(values))}–{fmt.format(max(values))}]"
-            )
+        cells = [spread(metric_values(runs, key), fmt) for key, _, fmt in COLUMNS]
         seeds = ",".join(str(seed) for seed in sorted(run["run"].get("seed") for run in runs))
         parts = [defense, receiver_defense, attack, *(reversion_cells(runs) if reversions else [])]
         rows.append([*parts, str(n_samples), seeds, *cells, fired_checks(runs), " ".join(setting)])
     header = [*PART_HEADER, *(REVERSION_HEADER if reversions else []), "n", "seeds"]
     header += [*(title for _, title, _ in COLUMNS), CHECKS_HEADER, "overrides (but seed)"]
     return _markdown(header, rows)
-
-
-def spread(values: list[float], fmt: str = "{:.3f}") -> str:
-    """mean [min–max], the value itself for one run, or — for none."""
-    if not values:
-        return "—"
-    if len(values) == 1:
-        return fmt.format(values[0])
-    return f"{fmt.format(statistics.fmean(values))} [{fmt.format(min(values))}–{fmt.format(max(values))}]"
-
-
-def metric_values(runs: list[dict], key: str) -> list[float]:
-    return [run["metrics"][key] for run in runs if key in run["metrics"]]
 
 
 def format_reversion_table(results: list[dict]) -> str:
@@ -277,8 +272,8 @@ def format_reversion_table(results: list[dict]) -> str:
     groups: dict[tuple, list[dict]] = {}
     for result in results:
         run = result["run"]
-        setting = tuple(item for item in run.get("overrides", []) if not item.startswith("seed="))
-        groups.setdefault((run["defense"], run["attack"], run.get("reversion", "none"), setting), []).append(result)
+        key = (run["defense"], run["attack"], run.get("reversion", "none"), setting_but_seed(run))
+        groups.setdefault(key, []).append(result)
     rows = []
     for (defense, attack, reversion, setting), runs in groups.items():
         verdicts = [run["reversion"] for run in runs if run.get("reversion")]

@@ -401,10 +401,16 @@ def dataset_warnings(container: dict) -> list[str]:
     return []
 
 
-def declared_spec(container: dict, role: str) -> ModelSpec | None:
+def node_at(container: dict, role: str) -> dict:
+    """The config node of a role, or of a model set inside a part (`reversion.backbone`)."""
     node = container
     for key in role.split("."):
         node = node[key]
+    return node
+
+
+def declared_spec(container: dict, role: str) -> ModelSpec | None:
+    node = node_at(container, role)
     settings = {name: value for name, value in node.items() if name not in HYDRA_KEYS}
     return spec_of(get_object(node["_target_"]), settings)
 
@@ -417,9 +423,7 @@ def option_name(container: dict, role: str) -> str:
         choices = HydraConfig.get().runtime.choices
         if choice := choices.get(role) or choices.get(f"model@{role}"):  # a model set inside a part's config
             return choice
-    node = container
-    for key in role.split("."):
-        node = node[key]
+    node = node_at(container, role)
     return node.get("name") or node["_target_"].rsplit(".", 1)[-1]
 
 

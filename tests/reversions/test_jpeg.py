@@ -3,15 +3,19 @@
 import pytest
 import torch
 from hydra.utils import instantiate
+from omegaconf import OmegaConf
 
 from preempt import run
 from preempt.receiver_defenses.jpeg import JPEG, jpeg_round_trip
-from preempt.reversions.base import knowledge, revert
+from preempt.reversions.base import revert
+from preempt.reversions.protocol import reversion_knowledge
 
 
 def test_the_config_is_jpeg_at_quality_50_and_reverts_by_one_codec_round_trip(compose_config, cifar_batch) -> None:
-    reversion = instantiate(compose_config("reversion=jpeg").reversion)
-    assert isinstance(reversion, JPEG) and reversion.quality == 50 and knowledge(reversion) == "blind"
+    config = compose_config("reversion=jpeg").reversion
+    reversion = instantiate(config)
+    assert isinstance(reversion, JPEG) and reversion.quality == 50
+    assert reversion_knowledge(OmegaConf.to_container(config)) == "blind"
     x, y = cifar_batch
     reverted = revert(reversion, x[:4], y[:4], torch.arange(4))
     assert torch.equal(reverted, jpeg_round_trip(x[:4], [50])[0])

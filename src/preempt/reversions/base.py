@@ -45,8 +45,3 @@ def revert(reversion: Reversion | InputTransform, protected: Tensor, y: Tensor, 
         with torch.no_grad():
             return reversion.transform(protected.detach())
     return reversion(protected.detach(), y, index).detach()
-
-
-def knowledge(reversion: Reversion | InputTransform) -> str:
-    """white-box, black-box, blind (knows nothing of the defense) or none."""
-    return "blind" if isinstance(reversion, InputTransform) else reversion.knowledge
