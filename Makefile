@@ -3,7 +3,7 @@ VENV ?= .venv
 PYTHON := $(VENV)/bin/python
 INSTALLED := $(VENV)/.installed
 
-.PHONY: install run baseline test test-fast lint clean
+.PHONY: install run baseline bench test test-fast lint clean
 
 $(INSTALLED): pyproject.toml
 	test -x $(PYTHON) || python3 -m venv $(VENV)
@@ -18,6 +18,9 @@ run: install  ## the main job: Fast Preemption vs AutoAttack on the offline defa
 
 baseline: install  ## the same job without a defense, for comparison
 	$(PYTHON) src/main.py defense=none attack=autoattack
+
+bench: install  ## Fast Preemption's speed on this device: floor, overhead, batch, N, options, Bi-Level, the loop
+	$(PYTHON) -m preempt.bench $(ARGS)
 
 test: install  ## the whole suite (CPU, offline); CI runs exactly this
 	$(PYTHON) -m pytest

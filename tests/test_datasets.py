@@ -170,3 +170,21 @@ def test_folder_rejects_unsupported_channels(tmp_path: Path, channels: int) -> N
     Image.new("RGB", (4, 4)).save(tmp_path / "0_1.png")
     with pytest.raises(ValueError, match=rf"dataset\.channels={channels}.*1.*3"):
         folder(str(tmp_path), num_classes=2, channels=channels)
+
+
+@pytest.mark.parametrize(("device", "workers", "pinned"), [("cpu", 0, False), ("cuda", 4, True)])
+def test_the_loader_feeds_a_gpu_from_worker_processes_into_pinned_memory(
+    device: str, workers: int, pinned: bool
+) -> None:
+    """On a GPU, batches are decoded ahead by loader processes and pinned for an overlapped copy; on the CPU the
+    in-memory datasets are read in the main process."""
+    from types import SimpleNamespace
+
+    from preempt.datasets.digits import digits
+    from preempt.evaluation import EvaluationDataModule
+
+    datamodule = EvaluationDataModule(digits(n_samples=8), batch_size=4)
+    trainer = SimpleNamespace(global_rank=0, world_size=1, strategy=SimpleNamespace(root_device=torch.device(device)))
+    datamodule.trainer = trainer
+    loader = datamodule.test_dataloader()
+    assert loader.num_workers == workers and loader.pin_memory is pinned

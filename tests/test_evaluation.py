@@ -99,8 +99,11 @@ def test_targeted_attack_reports_success_and_per_round_curves(digits_models) -> 
     assert module.rounds["attack_success_rate"][-1] == pytest.approx(metrics["test/attack_success_rate"])
     assert 0.5 <= metrics["test/attack_success_rate"] <= 1 - metrics["test/robust_acc"] + 1e-9
     again, _ = _evaluate(digits_models["digits_mlp"], attack, digits_models)
-    timings = {"test/defense_seconds_per_image": 0, "test/receiver_seconds_per_image": 0}
-    assert {**again, **timings} == {**metrics, **timings}  # targets are drawn from the batch's seed
+    assert without_timings(again) == without_timings(metrics)  # targets are drawn from the batch's seed
+
+
+def without_timings(metrics: dict[str, float]) -> dict[str, float]:
+    return {key: value for key, value in metrics.items() if not key.endswith("_seconds_per_image")}
 
 
 def test_learned_bpda_gets_the_cached_approximator_of_the_receivers_transform(

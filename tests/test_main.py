@@ -32,6 +32,7 @@ def test_fast_preemption_beats_no_defense_under_autoattack(tmp_path: Path, zoo_d
     assert fp["test/linf"] <= 0.2 + 1e-5 and 0.5 < fp["test/ssim"] < 1
     assert fp["test/attack_distance"] <= 0.2 + 1e-5
     assert fp["test/defense_seconds_per_image"] > 0 and base["test/defense_seconds_per_image"] < 1e-3
+    assert all(fp[f"test/{stage}_seconds_per_image"] > 0 for stage in ("label", "attack", "score", "receiver"))
     assert protected["run"]["n_samples"] == 48 and protected["config"]["defense"]["n_samples"] == 20
     table = (tmp_path / "1" / "results.md").read_text()
     assert table.startswith("| defense") and "| FastPreemption | Identity         | AutoAttack | 48 " in table

@@ -27,6 +27,7 @@ from preempt.results import (
     write_json_atomically,
     write_text_atomically,
 )
+from preempt.speed import keep_freed_memory
 from preempt.validation import (
     MODEL_ROLES,
     REVERSION_MODELS,
@@ -179,6 +180,8 @@ def evaluate(cfg: DictConfig) -> dict | None:
     output_dir = Path(cfg.paths.output_dir)
     refuse_finished_output_dir(output_dir)
     config = OmegaConf.to_container(cfg, resolve=True)
+    if config["speed"]["keep_freed_memory"]:
+        keep_freed_memory()
     L.seed_everything(cfg.seed, workers=True, verbose=False)
     dataset = instantiate(cfg.dataset)
     check_parts_fit_dataset(config, dataset)
@@ -200,6 +203,7 @@ def evaluate(cfg: DictConfig) -> dict | None:
         receiver_defense=receiver_defense,
         oblivious=cfg.threat.oblivious,
         reversion=bind_score_model(reversion, config, dataset.image_shape, score_model),
+        speed=config["speed"],
     )
     datamodule = EvaluationDataModule(dataset, batch_size=cfg.batch_size, num_workers=cfg.num_workers)
     loggers = instantiate_loggers(cfg)

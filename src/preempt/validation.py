@@ -27,7 +27,7 @@ from pydantic import BaseModel, ConfigDict, TypeAdapter, ValidationError
 from pydantic.errors import PydanticSchemaGenerationError
 
 from preempt.checkpoints import CheckpointError
-from preempt.constraints import ARBITRARY_TYPES, AtLeastOne, Eps, NonNegative, Norm
+from preempt.constraints import ARBITRARY_TYPES, AtLeastOne, Eps, NonNegative, Norm, Positive
 from preempt.datasets.base import ImageDataset
 from preempt.models.labels import LabelOnly
 from preempt.models.spec import ModelSpec, spec_of
@@ -62,6 +62,18 @@ class Threat(_Strict):
     oblivious: bool = False
 
 
+class Speed(_Strict):
+    """The `speed` node: how the defense's backbone passes run (`preempt.speed`)."""
+
+    keep_freed_memory: bool
+
+    memory_budget_mb: Positive | None
+    bf16: bool
+    channels_last: bool
+    compile: bool
+    cuda_graphs: bool
+
+
 class Paths(_Strict):
     root_dir: str
     data_dir: str
@@ -78,9 +90,10 @@ class RunSchema(_Strict):
     tags: list[str]
     seed: NonNegative
     batch_size: AtLeastOne
-    num_workers: NonNegative
+    num_workers: NonNegative | None
     transmit_8bit: bool
     threat: Threat
+    speed: Speed
     paths: Paths
     dataset: dict
     classifier: dict
@@ -98,6 +111,12 @@ class RunSchema(_Strict):
     logger: dict[str, dict] | None = None
 
 
+def check_speed(container: dict) -> None:
+    """Options that cannot run on this machine are refused before any model is built."""
+    if container["speed"]["cuda_graphs"] and not torch.cuda.is_available():
+        raise ConfigError("speed.cuda_graphs=true needs a CUDA GPU and none is visible: set speed.cuda_graphs=false")
+
+
 def validate_config(cfg: DictConfig, scoring: bool = True) -> list[str]:
     """Refuse a config that cannot run meaningfully, before any work; returns warnings to show and record.
 
@@ -111,6 +130,7 @@ def validate_config(cfg: DictConfig, scoring: bool = True) -> list[str]:
     _write_back(cfg, "threat.eps", TypeAdapter(Eps).validate_python(container["threat"]["eps"]))
     container = _resolve(cfg)
     validate_budget_or_refuse(container["threat"]["eps"], container["threat"]["norm"], "threat")
+    check_speed(container)
 
     warnings: list[str] = []
     parts = {}

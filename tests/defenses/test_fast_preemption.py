@@ -6,6 +6,7 @@ import torch.nn.functional as F
 from hydra.utils import instantiate
 from torch import nn
 
+from preempt import speed
 from preempt.defenses.base import NoDefense, bind_defense
 from preempt.defenses.fast_preemption import FastPreemption, step_order
 from preempt.models import PixelClassifier
@@ -63,12 +64,24 @@ def test_invariants_and_lower_loss_on_real_cifar10(resnet18, cifar_batch) -> Non
 
 
 def test_n_random_starts_are_one_batched_pass_per_step() -> None:
+    """Within the memory budget every step is one pass of all N×B copies; the first call first measures one
+    copy's activations (passes of 1 and 2 copies) to size the chunks."""
     backbone = tiny_backbone()
     batch_sizes: list[int] = []
     backbone.register_forward_hook(lambda module, inputs, output: batch_sizes.append(len(inputs[0])))
     x = torch.rand(3, 3, 8, 8)
-    FastPreemption(backbone, eps=0.03, forward_steps=2, backward_steps=3, n_samples=7)(x, torch.zeros(3).long())
-    assert batch_sizes == [3 * 7] * 5
+    defense = FastPreemption(backbone, eps=0.03, forward_steps=2, backward_steps=3, n_samples=7)
+    defense(x, torch.zeros(3).long())
+    defense(x, torch.zeros(3).long())
+    assert batch_sizes == [1, 2] + [3 * 7] * 5 * 2
+
+
+def test_copies_per_pass_chunks_every_step() -> None:
+    backbone = tiny_backbone()
+    batch_sizes: list[int] = []
+    backbone.register_forward_hook(lambda module, inputs, output: batch_sizes.append(len(inputs[0])))
+    FastPreemption(backbone, eps=0.03, n_samples=7, copies_per_pass=8)(torch.rand(3, 3, 8, 8), torch.zeros(3).long())
+    assert batch_sizes == [8, 8, 5] * 3
 
 
 def test_steps_follow_algorithm_1_directions() -> None:
@@ -129,7 +142,9 @@ def test_pgd_runs_its_iterations_in_one_batched_pass_each() -> None:
     batch_sizes: list[int] = []
     backbone.register_forward_hook(lambda module, inputs, output: batch_sizes.append(len(inputs[0])))
     x = torch.rand(3, 3, 8, 8)
-    defense = FastPreemption(backbone, eps=0.03, forward_steps=1, backward_steps=2, n_samples=5, optimizer="pgd")
+    defense = FastPreemption(
+        backbone, eps=0.03, forward_steps=1, backward_steps=2, n_samples=5, optimizer="pgd", copies_per_pass=15
+    )
     assert defense.iterations == 10 and defense.step_size == pytest.approx(0.25 * 0.03)
     defense(x, torch.zeros(3).long())
     assert batch_sizes == [3 * 5] * (3 * 10)
@@ -220,3 +235,47 @@ def test_mspd_preset_matches_the_reference_rule_by_hand(compose_config) -> None:
     paper = bind_defense(instantiate(compose_config("defense=fast_preemption", "threat.eps=0.1").defense), backbone)
     torch.manual_seed(11)
     assert not torch.allclose(paper(x, labels), protected)
+
+
+@pytest.mark.parametrize("copies_per_pass", [1, 7, 64])
+def test_chunked_passes_give_the_unchunked_protection_on_digits(
+    copies_per_pass: int, digits_models, digits_batch
+) -> None:
+    """Chunking changes how many copies each backbone pass takes, never the random starts (drawn for the whole
+    batch first): on the digits CNN the protected images are bit-identical."""
+    x, labels = digits_batch[0][:16], digits_batch[1][:16]
+    backbone = digits_models["digits_cnn_at"]
+
+    def protect(**chunking) -> torch.Tensor:
+        torch.manual_seed(0)
+        return FastPreemption(backbone, eps=0.2, **chunking)(x, labels)
+
+    assert torch.equal(protect(copies_per_pass=copies_per_pass), protect(copies_per_pass=len(x) * 20))
+
+
+def test_chunked_passes_on_resnet18_differ_only_where_float_kernels_flip_a_sign(resnet18, cifar_batch) -> None:
+    """oneDNN picks kernels by batch shape, so a chunk's gradients can differ from the whole batch's in the last
+    bits; an FGSM sign then flips in a handful of near-zero-gradient pixels, moving that pixel's average by at most
+    2·eps/N per step (η·3 steps in all)."""
+    x, _ = cifar_batch
+    x = x[:4]
+    with torch.no_grad():
+        labels = resnet18(x).argmax(dim=1)
+    eps, n = 8 / 255, 10
+
+    def protect(copies_per_pass: int) -> torch.Tensor:
+        torch.manual_seed(0)
+        return FastPreemption(resnet18, eps=eps, n_samples=n, copies_per_pass=copies_per_pass)(x, labels)
+
+    whole, chunked = protect(4 * n), protect(7)
+    differ = (whole - chunked).abs()
+    assert (differ > 0).float().mean() < 1e-3
+    assert differ.max() <= 3 * 0.7 * 2 * eps / n + 1e-6
+
+
+def test_the_memory_budget_sets_copies_per_pass_once(digits_models, digits_batch) -> None:
+    x, labels = digits_batch[0][:4], digits_batch[1][:4]
+    defense = FastPreemption(digits_models["digits_cnn_at"], eps=0.2, memory_budget_mb=1)
+    defense(x, labels)
+    per_copy, _ = speed.activation_bytes_per_copy(digits_models["digits_cnn_at"], x[0])
+    assert defense.copies_per_pass == 2**20 // per_copy

@@ -13,8 +13,9 @@ from typing import Literal
 from pydantic import validate_call
 from torch import Tensor, nn
 
+from preempt import speed
 from preempt.attacks.fgsm import fgsm_step
-from preempt.constraints import ARBITRARY_TYPES, AtLeastOne, Eps, NonNegative, Norm, StepFraction
+from preempt.constraints import ARBITRARY_TYPES, AtLeastOne, Eps, NonNegative, Norm, Positive, StepFraction
 from preempt.defenses.base import Defense
 from preempt.threat import project, random_uniform, validate_budget
 
@@ -48,6 +49,10 @@ class FastPreemption(Defense):
     Π_{x,ε}, Algorithm 1 lines 7 and 18) or around the current `iterate` (the authors' code).
     clamp_starts: clip the random starts x_t + δ to [0,1] before the inner step (the authors' code; the paper
     does not). The paper's rule is the default everywhere.
+    copies_per_pass: how many of the N×B copies one backbone forward+backward takes; null: as many as fit
+    `memory_budget_mb` of saved activations (null: the device's default, `preempt.speed`), measured on the first
+    batch. Only the passes are chunked: every random start is drawn for the whole batch first, so the chunk size
+    changes memory and speed, not the draws (the backbone's float kernels may still differ by batch shape).
     """
 
     @validate_call(config=ARBITRARY_TYPES)
@@ -66,6 +71,8 @@ class FastPreemption(Defense):
         schedule: Literal["cascade", "alternate"] = "cascade",
         project_around: Literal["original", "iterate"] = "original",
         clamp_starts: bool = False,
+        copies_per_pass: AtLeastOne | None = None,
+        memory_budget_mb: Positive | None = None,
     ) -> None:
         validate_budget(eps, norm)
         if forward_steps + backward_steps == 0:
@@ -90,6 +97,8 @@ class FastPreemption(Defense):
         self.directions = step_order(forward_steps, backward_steps, schedule)
         self.project_around = project_around
         self.clamp_starts = clamp_starts
+        self.copies_per_pass = copies_per_pass
+        self.memory_budget_mb = memory_budget_mb
 
     def warnings(self) -> list[str]:
         if self.eta * (self.forward_steps + self.backward_steps) <= 1:
@@ -111,6 +120,12 @@ class FastPreemption(Defense):
             )
         return x_t
 
+    def pass_size(self, image: Tensor) -> int:
+        """Copies per backbone pass: the setting, or what the memory budget allows, measured once on `image`."""
+        if self.copies_per_pass is None:
+            self.copies_per_pass = speed.copies_per_pass(self.backbone, image, self.memory_budget_mb)
+        return self.copies_per_pass
+
     def averaged_perturbation(self, x_t: Tensor, x: Tensor, labels: Tensor, lower_loss: bool) -> Tensor:
         """Mean over N random starts of (inner example − x_t): Algorithm 1, steps 4–9 and 15–20."""
         batch, n = x_t.shape[0], self.n_samples
@@ -121,8 +136,17 @@ class FastPreemption(Defense):
             examples = examples.clamp(0.0, 1.0)
         ball_center = center if self.project_around == "original" else iterate
         repeated_labels = labels.repeat_interleave(n)
+        pass_size = self.pass_size(x[0])
         for _ in range(self.iterations):
             examples = fgsm_step(
-                self.backbone, examples, repeated_labels, self.step_size, ball_center, self.eps, self.norm, lower_loss
+                self.backbone,
+                examples,
+                repeated_labels,
+                self.step_size,
+                ball_center,
+                self.eps,
+                self.norm,
+                lower_loss,
+                copies_per_pass=pass_size,
             )
         return examples.view(batch, n, *x_t.shape[1:]).mean(dim=1) - x_t

@@ -21,6 +21,7 @@ from preempt.models.labels import LabelOnly, assign_labels
 from preempt.receiver_defenses.base import Identity, InputTransform, ReceiverDefended, output_variance
 from preempt.reversions.base import NoReversion, Reversion, revert
 from preempt.reversions.preemptive_reversion import PreemptiveReversion
+from preempt.speed import accelerate
 from preempt.threat import distance
 
 log = logging.getLogger(__name__)
@@ -66,6 +67,8 @@ class PreemptiveEvaluation(L.LightningModule):
     A `reversion` runs between protection and attack: the attack starts from its guess of the original images and
     stays within the budget around the protected images the man in the middle received (`Attack.perturb_from`).
     The victim's accuracy on the guesses is `reverted_clean_acc` (the protocol's verdict reads it).
+    Every stage is timed per image (`label_`, `defense_`, `reversion_`, `attack_`, `score_seconds_per_image`), so a
+    run's slowest stage shows in its results.
     """
 
     def __init__(
@@ -81,6 +84,7 @@ class PreemptiveEvaluation(L.LightningModule):
         receiver_defense: InputTransform | None = None,
         oblivious: bool = False,
         reversion: Reversion | InputTransform | None = None,
+        speed: dict | None = None,
     ) -> None:
         super().__init__()
         for role, model in (("backbone", backbone), ("victim", victim)):
@@ -92,7 +96,9 @@ class PreemptiveEvaluation(L.LightningModule):
         self.classifier = classifier
         self.backbone = backbone
         self.victim = victim
-        self.defense = bind_defense(defense, backbone)
+        # The `speed` options (bf16, channels_last, compile) apply to the defense's passes only: the victim is
+        # attacked and scored in fp32.
+        self.defense = bind_defense(defense, accelerate(backbone, speed or {}))
         self.reversion = reversion if reversion is not None else NoReversion()
         self.reverting = not isinstance(self.reversion, NoReversion)
         if isinstance(self.reversion, PreemptiveReversion):
@@ -122,7 +128,10 @@ class PreemptiveEvaluation(L.LightningModule):
             self.protected_clean_acc_float = accuracy()
             self.robust_acc_float = accuracy()
         self.ssim = StructuralSimilarityIndexMeasure(data_range=1.0)
+        self.label_seconds_per_image = MeanMetric()
         self.defense_seconds_per_image = MeanMetric()
+        self.attack_seconds_per_image = MeanMetric()
+        self.score_seconds_per_image = MeanMetric()  # every prediction and metric update of the batch
         self.receiver_seconds_per_image = MeanMetric()  # g and the victim on clean images: the receiver's cost
         self.linf = MaxMetric()
         self.attack_distance = MaxMetric()
@@ -181,15 +190,17 @@ class PreemptiveEvaluation(L.LightningModule):
         seed_batch(self.seed, int(index[0]))
         batch_size = len(x)
 
-        labels = self.labels(x, y, index)
+        labels, label_seconds = timed(x, lambda: self.labels(x, y, index))
         protected, seconds = self.protect(x, labels)
         sent = to_8bit(protected) if self.transmit_8bit else protected
         target = random_targets(y, self.num_classes) if self.attack.targeted else None
         reverted, reversion_seconds = timed(x, lambda: revert(self.reversion, sent, y, index))
-        adversarial = self.run_attack(sent, y, target, start=reverted if self.reverting else None)
+        start = reverted if self.reverting else None
+        adversarial, attack_seconds = timed(x, lambda: self.run_attack(sent, y, target, start=start))
         if self.round_curves is not None:
             self.round_curves.update(self.attack.record)
 
+        score_started = time.perf_counter()
         self.classifier_acc(labels, y)
         clean_predictions, receiver_seconds = timed(x, lambda: self.predict(x))
         self.clean_acc(clean_predictions, y)
@@ -198,8 +209,13 @@ class PreemptiveEvaluation(L.LightningModule):
         robust_predictions = self.predict(adversarial)
         self.robust_acc(robust_predictions, y)
         self.ssim(sent, x)
-        self.defense_seconds_per_image.update(seconds / batch_size, weight=batch_size)
-        self.receiver_seconds_per_image.update(receiver_seconds / batch_size, weight=batch_size)
+        for metric, stage_seconds in (
+            (self.label_seconds_per_image, label_seconds),
+            (self.defense_seconds_per_image, seconds),
+            (self.attack_seconds_per_image, attack_seconds),
+            (self.receiver_seconds_per_image, receiver_seconds),
+        ):
+            metric.update(stage_seconds / batch_size, weight=batch_size)
         self.linf(distance(sent, x, "Linf").max())
         self.attack_distance(distance(adversarial, sent, self.attack.norm).max())
         variance_l2, variance_ssim = output_variance(self.receiver_defense, sent)
@@ -211,7 +227,10 @@ class PreemptiveEvaluation(L.LightningModule):
             "protected_clean_acc",
             "robust_acc",
             "ssim",
+            "label_seconds_per_image",
             "defense_seconds_per_image",
+            "attack_seconds_per_image",
+            "score_seconds_per_image",
             "receiver_seconds_per_image",
             "linf",
             "attack_distance",
@@ -223,7 +242,11 @@ class PreemptiveEvaluation(L.LightningModule):
         if self.attacked:
             self.attack_success_rate.update(attack_succeeded(robust_predictions, y, target).float())
             names += ["attack_success_rate", *self.check_sanity(sent, y)]
-        if self.transmit_8bit:
+        if x.is_cuda:
+            torch.cuda.synchronize(x.device)
+        score_seconds = time.perf_counter() - score_started
+        self.score_seconds_per_image.update(score_seconds / batch_size, weight=batch_size)
+        if self.transmit_8bit:  # the unrounded protection, attacked and scored again (not in the stage times)
             self.protected_clean_acc_float(self.predict(protected), y)
             reverted_float = revert(self.reversion, protected, y, index) if self.reverting else None
             self.robust_acc_float(self.predict(self.run_attack(protected, y, target, start=reverted_float)), y)

@@ -1,0 +1,160 @@
+"""The speed layer: chunk sizing from saved activations, the allocator setting, and the accelerated backbone's
+numerics against fp32."""
+
+import pytest
+import torch
+from torch import nn
+
+from preempt import speed
+from preempt.models import PixelClassifier
+from preempt.validation import ConfigError, validate_config
+
+
+def conv_relu_linear() -> PixelClassifier:
+    """Per copy, autograd saves the conv's 1×16×16 input (1,024 bytes, x requires grad) and the ReLU's 4×16×16
+    output (4,096 bytes; Flatten is a view of it, so the Linear's saved input shares its storage)."""
+    torch.manual_seed(0)
+    network = nn.Sequential(nn.Conv2d(1, 4, 3, padding=1), nn.ReLU(), nn.Flatten(), nn.Linear(4 * 256, 10))
+    return PixelClassifier(network, name="conv_relu_linear", input_shape=(1, 16, 16))
+
+
+@pytest.mark.parametrize(("total", "size"), [(10, 3), (10, 10), (10, 20), (1, 1), (7, None)])
+def test_chunks_cover_every_item_once_in_order(total: int, size: int | None) -> None:
+    parts = speed.chunks(total, size)
+    covered = [i for part in parts for i in range(total)[part]]
+    assert covered == list(range(total))
+    assert all(part.stop - part.start <= (size or total) for part in parts)
+
+
+def test_activation_bytes_per_copy_count_activations_not_weights() -> None:
+    model = conv_relu_linear()
+    assert speed.activation_bytes_per_copy(model, torch.rand(1, 16, 16)) == (1024 + 4096, 4096)
+
+
+def test_copies_per_pass_fill_the_budget() -> None:
+    model = conv_relu_linear()
+    assert speed.copies_per_pass(model, torch.rand(1, 16, 16), budget_mib=1) == 2**20 // 5120
+    assert speed.copies_per_pass(model, torch.rand(1, 16, 16), budget_mib=0.001) == 1  # at least one copy
+
+
+def test_on_the_cpu_no_activation_outgrows_mallocs_kept_blocks() -> None:
+    """A large budget is capped so the largest activation (the ReLU's 4,096 bytes per copy) stays ≤ 32 MiB."""
+    model = conv_relu_linear()
+    assert speed.copies_per_pass(model, torch.rand(1, 16, 16), budget_mib=10_000) == 32 * 2**20 // 4096
+
+
+def test_the_cpu_default_budget_is_the_documented_one() -> None:
+    assert speed.memory_budget_bytes(torch.device("cpu"), None) == speed.CPU_MEMORY_BUDGET_MIB * 2**20
+    assert speed.memory_budget_bytes(torch.device("cpu"), 3.5) == int(3.5 * 2**20)
+
+
+def test_keep_freed_memory_applies_on_linux_glibc() -> None:
+    assert speed.keep_freed_memory() is True
+
+
+def test_no_option_leaves_the_backbone_itself() -> None:
+    model = conv_relu_linear()
+    assert speed.accelerate(model, {"bf16": False, "channels_last": False, "compile": False}) is model
+
+
+@pytest.mark.parametrize("option", ["channels_last", "bf16"])
+def test_accelerated_logits_are_fp32_and_close_to_fp32(option: str, resnet18, cifar_batch) -> None:
+    """channels_last only reorders memory (float rounding apart); bf16 keeps 8 bits of mantissa, so logits move by
+    a few hundredths and the top class stays."""
+    x, _ = cifar_batch
+    with torch.no_grad():
+        reference = resnet18(x)
+        logits = speed.accelerate(resnet18, {option: True})(x)
+        assert torch.equal(resnet18(x), reference)  # the shared model itself is untouched
+    assert logits.dtype == torch.float32
+    tolerance = 1e-4 if option == "channels_last" else 0.25
+    assert (logits - reference).abs().max() < tolerance
+    assert torch.equal(logits.argmax(dim=1), reference.argmax(dim=1))
+
+
+def test_cuda_graphs_without_a_gpu_are_refused_before_any_work(compose_config) -> None:
+    if torch.cuda.is_available():
+        pytest.skip("a GPU is visible: CUDA graphs can run")
+    with pytest.raises(ConfigError, match=r"speed\.cuda_graphs=false"):
+        validate_config(compose_config("speed.cuda_graphs=true"))
+
+
+def test_a_bad_speed_key_is_named(compose_config) -> None:
+    with pytest.raises(ConfigError, match="memory_budget_mb"):
+        validate_config(compose_config("speed.memory_budget_mb=-1"))
+
+
+def protections(options: dict, digits_models, digits_batch) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    """fp32's and the option's protection of the same 64 digits with the same draws, and the sender's labels."""
+    from preempt.defenses.fast_preemption import FastPreemption
+
+    x, _ = digits_batch
+    backbone = digits_models["digits_cnn_at"]
+    with torch.no_grad():
+        labels = digits_models["digits_cnn"](x).argmax(dim=1)
+    protected = []
+    for accelerated in ({}, options):
+        torch.manual_seed(0)
+        protected.append(FastPreemption(speed.accelerate(backbone, accelerated), eps=0.2)(x, labels))
+    return *protected, labels
+
+
+def levels_apart(a: torch.Tensor, b: torch.Tensor) -> torch.Tensor:
+    return (a - b).abs() * 255
+
+
+def test_channels_last_keeps_fp32s_protection(digits_models, digits_batch) -> None:
+    """Different kernels, same maths: under 1% of pixels more than one 8-bit level from fp32's (a flipped sign
+    where the gradient is near zero), every image still within the budget."""
+    reference, protected, _ = protections({"channels_last": True}, digits_models, digits_batch)
+    assert (levels_apart(protected, reference) > 1).float().mean() < 0.01
+    assert ((protected - digits_batch[0]).abs().amax(dim=(1, 2, 3)) <= 0.2 + 1e-6).all()
+
+
+@pytest.mark.slow
+def test_compile_keeps_fp32s_protection(digits_batch) -> None:
+    """torch.compile's generated kernels (a small network: compiling takes seconds on the CPU): as channels_last."""
+    from preempt.defenses.fast_preemption import FastPreemption
+
+    model, x = conv_relu_linear(), digits_batch[0][:16]
+    with torch.no_grad():
+        labels = model(x).argmax(dim=1)
+    protected = []
+    for backbone in (model, speed.accelerate(model, {"compile": True})):
+        torch.manual_seed(0)
+        protected.append(FastPreemption(backbone, eps=0.2, n_samples=4)(x, labels))
+    assert (levels_apart(protected[1], protected[0]) > 1).float().mean() < 0.01
+
+
+def test_bf16_moves_pixels_but_keeps_the_protections_effect(digits_models, digits_batch) -> None:
+    """bf16 keeps 8 mantissa bits, so many near-zero gradient signs flip (measured: ~20% of pixels move, by less
+    than one level on average); what the protection does is unchanged: the backbone's loss on the protected
+    images within 5% of fp32's, and the victim's accuracy under PGD within two of the 64 images."""
+    import torch.nn.functional as F
+
+    from preempt.attacks.pgd import PGD
+
+    reference, protected, labels = protections({"bf16": True}, digits_models, digits_batch)
+    assert levels_apart(protected, reference).mean() < 2
+    backbone, victim = digits_models["digits_cnn_at"], digits_models["digits_lenet_at"]
+    with torch.no_grad():
+        losses = [F.cross_entropy(backbone(images), labels).item() for images in (reference, protected)]
+    assert losses[1] == pytest.approx(losses[0], rel=0.05)
+    y = digits_batch[1]
+    robust = []
+    for images in (reference, protected):
+        torch.manual_seed(1)
+        attacked = PGD(victim, 0.2, "Linf", steps=10)(images, y)
+        with torch.no_grad():
+            robust.append((victim(attacked).argmax(dim=1) == y).float().mean().item())
+    assert abs(robust[1] - robust[0]) * len(y) <= 2 + 1e-6
+
+
+@pytest.mark.skipif(not torch.cuda.is_available(), reason="CUDA graphs need a GPU (CI has none)")
+def test_cuda_graphs_keep_fp32s_protection(digits_models, digits_batch) -> None:
+    import copy
+
+    gpu_models = {name: copy.deepcopy(model).cuda() for name, model in digits_models.items()}
+    batch = tuple(tensor.cuda() for tensor in digits_batch)
+    reference, protected, _ = protections({"cuda_graphs": True}, gpu_models, batch)
+    assert (levels_apart(protected, reference) > 1).float().mean() < 0.01
