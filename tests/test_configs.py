@@ -66,6 +66,7 @@ def test_every_config_file_is_covered_by_these_tests() -> None:
         "learn_robustifier.yaml",
         "learn_score_model.yaml",
         "bench.yaml",  # tests/test_bench.py
+        "protect.yaml",  # tests/test_protect.py
         "speed/default.yaml",  # in every composition of main.yaml; tests/test_speed.py
         "paths/default.yaml",
         "hydra/default.yaml",

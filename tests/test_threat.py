@@ -1,7 +1,16 @@
 import pytest
 import torch
 
-from preempt.threat import NORMS, distance, project, radius, random_uniform, steepest_direction, validate_budget
+from preempt.threat import (
+    NORMS,
+    distance,
+    project,
+    quantize_within_budget,
+    radius,
+    random_uniform,
+    steepest_direction,
+    validate_budget,
+)
 
 
 @pytest.mark.parametrize("norm", NORMS)
@@ -57,3 +66,25 @@ def test_normalized_l2_is_relative_to_each_images_own_norm() -> None:
     assert torch.allclose(l2, 0.05 * center.flatten(1).norm(dim=1), rtol=1e-4)
     assert l2[1] > 6 * l2[0]
     assert torch.allclose(distance(projected, center, "normalized_L2"), torch.full((2,), 0.05), rtol=1e-4)
+
+
+@pytest.mark.parametrize("norm", NORMS)
+@pytest.mark.parametrize("eps_levels", [8, 7.65, 1.3, 20])
+def test_quantize_within_budget_lands_on_the_8bit_grid_inside_the_budget(norm: str, eps_levels: float) -> None:
+    """What protect writes: 8-bit values within eps of an 8-bit original, whatever the float protection was."""
+    generator = torch.Generator().manual_seed(int(eps_levels * 100))
+    original = torch.randint(0, 256, (32, 3, 6, 6), generator=generator).float() / 255
+    eps = eps_levels / 255 if norm == "Linf" else eps_levels / 255 * (6 if norm == "L2" else 0.05)
+    protected = project(original + torch.randn(original.shape, generator=generator), original, eps, norm)
+    quantized = quantize_within_budget(protected, original, eps, norm)
+    assert torch.equal(quantized * 255, torch.round(quantized * 255))
+    assert quantized.min() >= 0 and quantized.max() <= 1
+    assert (distance(quantized, original, norm) <= eps * (1 + 1e-5)).all()
+    assert (quantized - protected).abs().max() <= 1 / 255 + 1e-6  # at most one level from the float protection
+
+
+def test_quantize_within_budget_is_plain_rounding_for_a_whole_number_of_levels() -> None:
+    original = torch.randint(0, 256, (16, 3, 8, 8)).float() / 255
+    protected = project(original + torch.rand_like(original) - 0.5, original, 8 / 255, "Linf")
+    assert torch.equal(quantize_within_budget(protected, original, 8 / 255, "Linf"), torch.round(protected * 255) / 255)
+    assert torch.equal(quantize_within_budget(protected, original, None, "Linf"), torch.round(protected * 255) / 255)

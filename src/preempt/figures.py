@@ -1,8 +1,10 @@
-"""Figures built from results.json files, never from numbers typed in.
+"""Figures built from the files runs write (results.json, a protect manifest), never from numbers typed in.
 
 `python -m preempt.figures rounds DIR... --out figure.png`: accuracy and attack success rate against attack
 rounds (the second paper's Figure 3), one panel row per attack, one line per receiver-side defense, the mean
 over seeds with their range shaded.
+`python -m preempt.figures protected OUTPUT_DIR --out figure.png`: the originals, the files `preempt protect`
+wrote, and their difference amplified so the budget spans the whole range, with the manifest's figures.
 """
 
 from __future__ import annotations
@@ -12,6 +14,8 @@ from pathlib import Path
 
 import numpy as np
 
+from preempt.manifest import read_manifest
+from preempt.photos import read_photo
 from preempt.results import RESULTS_FILE, load_results
 
 CURVES = (("accuracy", "ACC"), ("attack_success_rate", "ASR"))
@@ -60,13 +64,52 @@ def plot_rounds(results: list[dict], out: Path, title: str | None = None) -> Pat
     return out
 
 
+def plot_protected(output_dir: Path, out: Path, limit: int = 8) -> Path:
+    """Columns: the first `limit` protected files; rows: original, protected (as written), and δ = protected −
+    original shown as ½ + δ/(2ε) per channel (−ε black, 0 gray, +ε white), re-read from the files."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    entries = [entry for entry in read_manifest(output_dir).values() if entry["status"] == "protected"][:limit]
+    if not entries:
+        raise SystemExit(f"no protected files recorded in {output_dir}")
+    figure, axes = plt.subplots(3, len(entries), figsize=(1.6 * len(entries), 6.2), squeeze=False)
+    for column, entry in enumerate(entries):
+        original = read_photo(Path(entry["input_dir"]) / entry["input"], entry["channels"]).pixels
+        protected = read_photo(output_dir / entry["output"], entry["channels"]).pixels
+        budget = entry["settings"]["budget"]
+        eps = budget["eps"] if budget and budget["norm"] == "Linf" else float((protected - original).abs().max())
+        shown = [original, protected, (0.5 + (protected - original) / (2 * max(eps, 1e-12))).clamp(0, 1)]
+        for row, image in enumerate(shown):
+            axis = axes[row][column]
+            axis.imshow(image.permute(1, 2, 0).squeeze(-1).numpy(), cmap="gray", vmin=0, vmax=1)
+            axis.set_xticks([])
+            axis.set_yticks([])
+        axes[0][column].set_title(f"label {entry['label']}\nloss {entry['loss_before']:.2g}", fontsize=8)
+        axes[1][column].set_title(f"loss {entry['loss_after']:.2g}\nSSIM {entry['ssim']:.2f}", fontsize=8)
+        axes[2][column].set_title(f"Linf {entry['linf_levels']}/255", fontsize=8)
+    for row, name in enumerate(("original", "protected", "δ, ±ε → 0…1")):
+        axes[row][0].set_ylabel(name)
+    figure.tight_layout()
+    out.parent.mkdir(parents=True, exist_ok=True)
+    figure.savefig(out, dpi=120)
+    plt.close(figure)
+    return out
+
+
 def main(argv: list[str] | None = None) -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("figure", choices=["rounds"])
-    parser.add_argument("folders", nargs="+", type=Path, help="run or multirun folders (searched recursively)")
+    parser.add_argument("figure", choices=["rounds", "protected"])
+    parser.add_argument("folders", nargs="+", type=Path, help="run or multirun folders; protected: an OUTPUT_DIR")
     parser.add_argument("--out", type=Path, required=True, help="the PNG to write")
     parser.add_argument("--title", default=None)
+    parser.add_argument("--limit", type=int, default=8, help="protected: how many files to show")
     args = parser.parse_args(argv)
+    if args.figure == "protected":
+        print(plot_protected(args.folders[0], args.out, args.limit))
+        return
     paths = sorted(path for folder in args.folders for path in folder.rglob(RESULTS_FILE))
     if not paths:
         raise SystemExit(f"no {RESULTS_FILE} under {', '.join(map(str, args.folders))}")

@@ -82,3 +82,33 @@ def project(x_perturbed: Tensor, center: Tensor, eps: float, norm: str) -> Tenso
         scale = (radius(eps, norm, center) / _per_sample(delta).norm(dim=1).clamp_min(1e-12)).clamp(max=1.0)
         delta = delta * _view_like(scale, delta)
     return (center + delta).clamp(0.0, 1.0)
+
+
+LEVELS = 255  # an 8-bit file's largest value: pixel k is stored as k/255
+
+
+def quantize_within_budget(protected: Tensor, original: Tensor, eps: float | None, norm: str) -> Tensor:
+    """`protected` on the 8-bit grid an image file stores, still inside the budget around `original`.
+
+    Plain rounding can step half a level past the budget when eps is not a whole number of levels (0.03 is
+    7.65 levels). Linf: each pixel goes to the nearest level within [original − eps, original + eps]. The L2
+    norms: nearest levels, and an image those put outside the ball gets every pixel rounded towards
+    `original` instead, which cannot lengthen its perturbation when `original` is itself on the grid (a
+    decoded 8-bit file). eps None: no budget, plain rounding.
+    """
+    levels = torch.round(protected * LEVELS)
+    if eps is None:
+        return levels.clamp(0, LEVELS) / LEVELS
+    if norm == "Linf":
+        # The tolerance keeps a bound of exactly k levels (8/255·255 = 7.999…) at k.
+        lowest = torch.ceil((original - eps) * LEVELS - 1e-4).clamp_min(0)
+        highest = torch.floor((original + eps) * LEVELS + 1e-4).clamp_max(LEVELS)
+        return torch.minimum(torch.maximum(levels, lowest), highest) / LEVELS
+    rounded = levels.clamp(0, LEVELS) / LEVELS
+    outside = distance(rounded, original, norm) > eps * (1 + 1e-6)  # both L2 norms: eps bounds `distance`
+    if not outside.any():
+        return rounded
+    shift = (protected - original) * LEVELS
+    towards = torch.round(original * LEVELS) + torch.trunc(shift + 1e-4 * shift.sign())
+    towards = towards.clamp(0, LEVELS) / LEVELS
+    return torch.where(_view_like(outside, rounded), towards, rounded)

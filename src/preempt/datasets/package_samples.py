@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import importlib.util
+import shutil
+import sys
 from pathlib import Path
 
 import torch
@@ -38,3 +40,18 @@ def imagenet_samples(
 ) -> ImageDataset:
     images, labels, start = _samples("imagenet", n_samples, offset, image_size=image_size, resize_to=image_size)
     return ImageDataset(images, labels, num_classes=1000, name="imagenet_samples", offset=start)
+
+
+def export_samples(prefix: str, folder: Path) -> list[Path]:
+    """Copy the shipped `<prefix>_<index>_<label>` files into `folder` (to try `preempt protect` on real images)."""
+    sources = sorted(path for path in foolbox_data_dir().iterdir() if path.name.startswith(f"{prefix}_"))
+    if not sources:
+        raise FileNotFoundError(f"no {prefix}_* sample files in {foolbox_data_dir()}; prefixes: cifar10, imagenet")
+    folder.mkdir(parents=True, exist_ok=True)
+    return [Path(shutil.copy2(source, folder / source.name)) for source in sources]
+
+
+if __name__ == "__main__":
+    # python -m preempt.datasets.package_samples cifar10 data/samples/cifar10
+    copied = export_samples(sys.argv[1], Path(sys.argv[2]))
+    print(f"{len(copied)} files in {sys.argv[2]}")

@@ -1,0 +1,105 @@
+"""The record `preempt protect` keeps beside its outputs: one JSON line per file, and the settings behind it.
+
+The manifest is append-only (a killed run loses at most its last, unfinished line, which readers skip); the
+last line about an input wins. Each line carries the settings that decide the output and their digest, so a
+rerun can tell finished work from work done with other settings, and anyone can audit how a file was made.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+MANIFEST_FILE = "manifest.jsonl"
+# Keys that place files or size memory chunks but do not change a single output pixel.
+RESULT_NEUTRAL_KEYS = {"cache_dir", "model_dir", "data_dir", "copies_per_pass", "memory_budget_mb"}
+
+
+def without_neutral_keys(node: Any) -> Any:
+    if isinstance(node, dict):
+        return {key: without_neutral_keys(value) for key, value in node.items() if key not in RESULT_NEUTRAL_KEYS}
+    if isinstance(node, list):
+        return [without_neutral_keys(value) for value in node]
+    return node
+
+
+def protection_settings(config: dict, choices: dict[str, str], protect: dict) -> dict:
+    """Everything that decides a protected file's pixels: the models, the defense, the budget, the size policy,
+    the seed and how files are batched (the random starts are drawn per batch)."""
+    defense = config["defense"]
+    budget = {"eps": defense["eps"], "norm": defense["norm"]} if "eps" in defense and "norm" in defense else None
+    return {
+        "defense": choices.get("defense"),
+        "defense_settings": without_neutral_keys(defense),
+        "budget": budget,
+        **{role: choices.get(role) for role in ("classifier", "backbone")},
+        **{f"{role}_settings": without_neutral_keys(config[role]) for role in ("classifier", "backbone")},
+        "resize": protect["resize"],
+        "seed": config["seed"],
+        "batch_size": config["batch_size"],
+        "max_batch_megapixels": protect["max_batch_megapixels"],
+        "speed": {key: config["speed"][key] for key in ("bf16", "channels_last", "compile", "cuda_graphs")},
+    }
+
+
+def digest(settings: dict) -> str:
+    return hashlib.sha256(json.dumps(settings, sort_keys=True).encode()).hexdigest()
+
+
+def flatten(node: Any, prefix: str = "") -> Iterator[tuple[str, Any]]:
+    if isinstance(node, dict) and node:
+        for key, value in node.items():
+            yield from flatten(value, f"{prefix}{key}.")
+    else:
+        yield prefix.rstrip("."), node
+
+
+def differences(before: dict, now: dict) -> list[str]:
+    """`key: old → new` for every setting that differs, for a refusal to show."""
+    old, new = dict(flatten(before)), dict(flatten(now))
+    return [
+        f"{key}: {old.get(key)} → {new.get(key)}"
+        for key in sorted(old.keys() | new.keys())
+        if old.get(key) != new.get(key)
+    ]
+
+
+def read_manifest(folder: Path) -> dict[str, dict]:
+    """The last entry for each input (relative path); lines a killed run left unfinished are skipped."""
+    path = folder / MANIFEST_FILE
+    entries: dict[str, dict] = {}
+    if not path.is_file():
+        return entries
+    for line in path.read_text(encoding="utf-8").splitlines():
+        try:
+            entry = json.loads(line)
+        except json.JSONDecodeError:
+            continue
+        if isinstance(entry, dict) and "input" in entry:
+            entries[entry["input"]] = entry
+    return entries
+
+
+class ManifestWriter:
+    """Appends entries, each on disk (flushed and fsynced) before the output file it describes is renamed into
+    place, so an output never exists without its line unless the user put it there."""
+
+    def __init__(self, folder: Path) -> None:
+        folder.mkdir(parents=True, exist_ok=True)
+        path = folder / MANIFEST_FILE
+        unfinished = path.is_file() and path.stat().st_size and not path.read_bytes().endswith(b"\n")
+        self.handle = path.open("a", encoding="utf-8")
+        if unfinished:  # a killed run's cut line: end it, so the next entry starts on its own line
+            self.handle.write("\n")
+
+    def append(self, entry: dict) -> None:
+        self.handle.write(json.dumps(entry, sort_keys=True) + "\n")
+        self.handle.flush()
+        os.fsync(self.handle.fileno())
+
+    def close(self) -> None:
+        self.handle.close()
