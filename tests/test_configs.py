@@ -18,7 +18,7 @@ from preempt.models.labels import LabelOnly
 from preempt.models.robustbench import CheckpointNotFoundError
 from preempt.receiver_defenses import InputTransform
 from preempt.run import bind_robustifier
-from preempt.validation import validate_config
+from preempt.validation import ConfigError, validate_config
 
 ROLE_GROUPS = ("classifier", "backbone", "victim")  # symlinks to conf/model: every model fills every role
 DATASETS = ["digits", "cifar10", "cifar10_samples", "imagenet_samples", "folder"]
@@ -176,6 +176,19 @@ def test_robustbench_configs_reach_the_loader_and_fail_fast_offline(option: str,
     start = time.perf_counter()
     assert cfg.paths.model_dir in str(instantiate_error(cfg.victim, CheckpointNotFoundError))
     assert time.perf_counter() - start < 60
+
+
+def test_every_missing_model_file_is_named_in_one_refusal(compose_config) -> None:
+    """Three ImageNet models without weights: one run lists all three files, not the first one only."""
+    from preempt.run import instantiate_models
+
+    roles = {"classifier": "Singh2023Revisiting_ConvNeXt-L-ConvStem", "backbone": "Tian2022Deeper_DeiT-B"}
+    roles["victim"] = "Liu2023Comprehensive_Swin-L"
+    cfg = compose_config("dataset=imagenet_samples", *(f"{role}={name}" for role, name in roles.items()))
+    with pytest.raises(ConfigError, match="3 model file") as refusal:
+        instantiate_models(cfg)
+    for role, name in roles.items():
+        assert f"{role}: weights of RobustBench model {name}" in str(refusal.value)
 
 
 @pytest.mark.parametrize("option", DEFENSES)

@@ -21,8 +21,15 @@ def run_main(output_dir: Path, zoo_dir: Path, *overrides: str) -> tuple[dict, st
 
 def test_fast_preemption_beats_no_defense_under_autoattack(tmp_path: Path, zoo_dir: Path, digits_models) -> None:
     # One multirun, as a sweep runs: job 0 undefended, job 1 protected, each with its own W&B run.
+    printed: list[str] = []
     undefended, protected = run_sweep(
-        tmp_path, zoo_dir, "defense=none,fast_preemption", "attack=autoattack", "dataset.n_samples=48", "logger=default"
+        tmp_path,
+        zoo_dir,
+        "defense=none,fast_preemption",
+        "attack=autoattack",
+        "dataset.n_samples=48",
+        "logger=default",
+        printed=printed,
     )
     base, fp = undefended["metrics"], protected["metrics"]
 
@@ -39,11 +46,18 @@ def test_fast_preemption_beats_no_defense_under_autoattack(tmp_path: Path, zoo_d
     # A job's W&B run ends with it: before, job 1 logged into job 0's run and had no run folder of its own.
     runs = [list((tmp_path / job / "wandb").glob("offline-run-*")) for job in ("0", "1")]
     assert [len(found) for found in runs] == [1, 1] and runs[0][0].name != runs[1][0].name
+    assert printed[0].count("├── defense") == 2, "each job prints its composed config as a tree"
+    # W&B's banner is off: one line per run, naming its offline folder.
+    assert printed[0].count("W&B run (offline): ") == 2 and "wandb: " not in printed[0]
+    assert f"W&B run (offline): {runs[1][0]}" in printed[0]
     assert list((tmp_path / "1" / "csv").rglob("metrics.csv"))
 
 
 def test_cifar10_samples_with_shipped_resnet18_writes_results(tmp_path: Path, zoo_dir: Path) -> None:
-    results, _ = run_main(tmp_path, zoo_dir, "experiment=cifar10_resnet18", "dataset.n_samples=8", "logger=none")
+    results, printed = run_main(
+        tmp_path, zoo_dir, "experiment=cifar10_resnet18", "dataset.n_samples=8", "logger=none", "print_config=false"
+    )
+    assert "├── dataset" not in printed, "print_config=false prints no config tree"
     metrics = results["metrics"]
     assert results["run"]["n_samples"] == 8
     assert metrics["test/clean_acc"] >= 0.75
@@ -181,6 +195,8 @@ def test_a_refusal_names_the_option_the_user_picked(tmp_path: Path) -> None:
         done.stderr
     )
     assert not (tmp_path / "cache").exists()  # refused before the zoo was trained
+    assert not (tmp_path / "run").exists(), "a failed run's folder is marked, not left looking like a run"
+    assert "takes 1×16×16 images" in (tmp_path / "run_failed" / "FAILED").read_text()
 
 
 def test_bpda_against_the_second_papers_defense_records_every_round(tmp_path: Path, zoo_dir: Path, digits_models):
@@ -214,12 +230,15 @@ def test_diffpure_purifies_receiver_side_and_an_eot_attack_differentiates_throug
     assert "| NoDefense | DiffPure " in stdout and metrics["test/receiver_seconds_per_image"] > 0
 
 
-def run_sweep(sweep_dir: Path, zoo_dir: Path, *overrides: str) -> list[dict]:
-    """One Hydra multirun of src/main.py; the results.json of every job, in job order."""
+def run_sweep(sweep_dir: Path, zoo_dir: Path, *overrides: str, printed: list[str] | None = None) -> list[dict]:
+    """One Hydra multirun of src/main.py; the results.json of every job, in job order (what it printed is
+    appended to `printed`)."""
     command = main_command(sweep_dir / "unused", zoo_dir, *overrides, f"hydra.sweep.dir={sweep_dir}")
     command.insert(2, "-m")  # Hydra's flag goes before the overrides
     done = subprocess.run(command, capture_output=True, text=True, timeout=900, cwd=ROOT)
     assert done.returncode == 0, done.stdout[-3000:] + done.stderr[-3000:]
+    if printed is not None:
+        printed.append(done.stdout + done.stderr)
     jobs = sorted((path for path in sweep_dir.iterdir() if path.name.isdigit()), key=lambda path: int(path.name))
     return [json.loads((job / "results.json").read_text()) for job in jobs]
 

@@ -309,3 +309,19 @@ def test_any_sender_side_defense_protects_and_verify_knows_its_budget(
     assert len(summary.protected) == 3
     assert [check.verdict for check in verify(target)] == [verdict] * 3
     assert read_manifest(target)[sorted(summary.protected)[0]]["settings"]["defense"] == defense
+
+
+def test_with_per_sample_randomness_the_batch_size_changes_no_file(
+    tmp_path: Path, zoo_dir: Path, digits_models
+) -> None:
+    source = tmp_path / "in"
+    write_digits(source, 6)
+    per_sample = (*DIGITS, "randomness=per_sample")
+    protect(source, tmp_path / "one", zoo_dir, *per_sample, "batch_size=1")
+    protect(source, tmp_path / "all", zoo_dir, *per_sample, "batch_size=128")
+    one, every = ({path.name: path.read_bytes() for path in (tmp_path / name).glob("*.png")} for name in ("one", "all"))
+    assert one == every and len(one) == 6
+    settings = next(iter(read_manifest(tmp_path / "one").values()))["settings"]
+    assert settings["randomness"] == "per_sample" and "batch_size" not in settings
+    per_batch = protect(source, tmp_path / "per_batch", zoo_dir, *DIGITS, "batch_size=1")
+    assert read_manifest(tmp_path / "per_batch")[per_batch.protected[0]]["settings"]["batch_size"] == 1

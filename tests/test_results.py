@@ -13,6 +13,7 @@ from preempt.results import (
     format_table,
     load_results,
     main,
+    mark_failed_run,
     refuse_finished_output_dir,
     write_json_atomically,
 )
@@ -57,6 +58,21 @@ def test_table_cli_collects_every_run_below_a_folder(tmp_path: Path, capsys) -> 
     assert len(rows) == 2
     assert "0.025" in rows[0] and rows[0].rstrip(" |").endswith("defense.n_samples=1")
     assert "0.500" in rows[1] and rows[1].rstrip(" |").endswith("defense.n_samples=20")
+
+
+def test_failed_runs_are_marked_and_the_table_says_what_it_leaves_out(tmp_path: Path, capsys) -> None:
+    finished, failed, running = (tmp_path / "runs" / name for name in ("finished", "failed", "running"))
+    for folder in (finished, failed, running):
+        (folder / ".hydra").mkdir(parents=True)
+    write_json_atomically(build_results(CONFIG, {"test/robust_acc": 0.5}, 10, 1.0), finished / "results.json")
+    assert mark_failed_run(finished, "ValueError: late") is None, "a finished run is never touched"
+    marked = mark_failed_run(failed, "ConfigError: dataset.root must be set")
+    assert marked == tmp_path / "runs" / "failed_failed" and not failed.exists()
+    assert (marked / "FAILED").read_text() == "ConfigError: dataset.root must be set\n"
+    main([str(tmp_path / "runs")])
+    captured = capsys.readouterr()
+    assert len(captured.out.splitlines()) == 3  # header, rule, the one finished run
+    assert "1 failed run folder(s)" in captured.err and "1 without results.json" in captured.err
 
 
 def test_results_record_what_a_rerun_needs() -> None:

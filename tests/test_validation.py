@@ -106,6 +106,8 @@ def test_models_with_another_class_count_are_refused_before_they_are_built(
 def test_models_for_other_images_are_refused_before_they_are_built(compose_config, no_model_building) -> None:
     message = refusal(compose_config("dataset=cifar10_samples"))
     assert "takes 1×16×16 images" in message and "gives 3×32×32" in message
+    # The hint names what fits the model, not the dataset already in use.
+    assert "datasets of 1×16×16 images: dataset=digits)" in message and "dataset=cifar10_samples" not in message
 
 
 def test_a_built_model_is_tried_on_one_image_for_its_class_count() -> None:

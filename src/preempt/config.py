@@ -42,3 +42,27 @@ class KeepFinishedRuns(Callback):
             refuse_finished_output_dir(folder)
         except FinishedRunError as error:
             raise SystemExit(f"error: {error}") from None
+
+
+def print_config_tree(cfg: DictConfig) -> None:
+    """The composed config as a tree (the run's own settings, then one branch per part), so a run's log says
+    what ran. Values are resolved where they can be; one that cannot (still ???) is shown as written, and
+    validation then names it."""
+    from rich.console import Console
+    from rich.syntax import Syntax
+    from rich.tree import Tree
+
+    def as_yaml(node: Any) -> str:
+        try:
+            return OmegaConf.to_yaml(node, resolve=True)
+        except Exception:
+            return OmegaConf.to_yaml(node)
+
+    scalars = [key for key, value in cfg.items_ex(resolve=False) if not OmegaConf.is_config(value)]
+    parts = [key for key, value in cfg.items_ex(resolve=False) if OmegaConf.is_config(value)]
+    tree = Tree("config", guide_style="dim")
+    branches = [("run", OmegaConf.masked_copy(cfg, scalars))] + [(key, cfg[key]) for key in parts]
+    for name, node in branches:
+        text = as_yaml(node).rstrip("\n")
+        tree.add(str(name)).add(Syntax(text, "yaml", theme="ansi_dark", background_color="default"))
+    Console(soft_wrap=True).print(tree)

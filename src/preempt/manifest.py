@@ -29,8 +29,9 @@ def without_neutral_keys(node: Any) -> Any:
 
 def protection_settings(config: dict, choices: dict[str, str], protect: dict) -> dict:
     """Everything that decides a protected file's pixels: the models, the defense, the budget, the size policy,
-    the seed and how files are batched (the random starts are drawn per batch)."""
+    the seed and, when the random starts are drawn per batch, how files are batched."""
     defense = config["defense"]
+    batching = {"batch_size": config["batch_size"], "max_batch_megapixels": protect["max_batch_megapixels"]}
     budget = {"eps": defense["eps"], "norm": defense["norm"]} if "eps" in defense and "norm" in defense else None
     return {
         "defense": choices.get("defense"),
@@ -40,8 +41,9 @@ def protection_settings(config: dict, choices: dict[str, str], protect: dict) ->
         **{f"{role}_settings": without_neutral_keys(config[role]) for role in ("classifier", "backbone")},
         "resize": protect["resize"],
         "seed": config["seed"],
-        "batch_size": config["batch_size"],
-        "max_batch_megapixels": protect["max_batch_megapixels"],
+        "randomness": config["randomness"],
+        # Per-batch draws depend on how files are batched; per-sample draws do not.
+        **(batching if config["randomness"] == "per_batch" else {}),
         "speed": {key: config["speed"][key] for key in ("bf16", "channels_last", "compile", "cuda_graphs")},
     }
 

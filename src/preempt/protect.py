@@ -16,10 +16,11 @@ Size policy (`protect.resize`):
   Tiling is not offered: a tile's label is not the image's, so a per-tile protection would answer another
   question.
 
-Files are batched by size, in sorted order, and each batch is seeded from the position of its first file, so a
-rerun, a resumed run or a run over a copy of the folder gives identical files. A rerun skips every file whose
-output and manifest line match its settings and its input (`--force` redoes them); a corrupt file is reported,
-recorded and skipped; outputs are written atomically after their manifest line.
+Files are batched by size, in sorted order, and each batch is seeded from the position of its first file (with
+`randomness=per_sample`, each file draws from a stream seeded by its own position, and the batch size no longer
+matters), so a rerun, a resumed run or a run over a copy of the folder gives identical files. A rerun skips every
+file whose output and manifest line match its settings and its input (`--force` redoes them); a corrupt file is
+reported, recorded and skipped; outputs are written atomically after their manifest line.
 """
 
 from __future__ import annotations
@@ -64,8 +65,9 @@ from preempt.photos import (
     sha256,
     shown_size,
 )
+from preempt.randomness import per_sample_streams
 from preempt.results import device_name, git_commit, library_versions
-from preempt.run import SharedModels, bind_robustifier, one_line_refusals
+from preempt.run import bind_robustifier, instantiate_models, one_line_refusals
 from preempt.speed import accelerate, keep_freed_memory
 from preempt.threat import LEVELS, quantize_within_budget
 from preempt.validation import ConfigError, option_name, read_section, validate_config
@@ -310,8 +312,7 @@ class Protector:
     ) -> None:
         config = OmegaConf.to_container(cfg, resolve=True)
         self.device = resolve_device(protect.device)
-        shared = SharedModels()
-        models = {role: shared.build(cfg[role]) for role in ("classifier", "backbone")}
+        models = instantiate_models(cfg, roles=("classifier", "backbone"))
         self.channels, self.model_size = model_input_size(models)
         at_size = {
             role: AtModelResolution(model, self.model_size) if protect.resize == "model" and self.model_size else model
@@ -323,6 +324,7 @@ class Protector:
         self.defense = bind_defense(factory, accelerate(self.backbone, config["speed"]))
         self.budget = settings["budget"]
         self.seed = cfg.seed
+        self.per_sample = cfg.randomness == "per_sample"
         self.settings = settings
         self.settings_sha256 = digest(settings)
         # Where and with what a file was made: recorded for audit, not part of the settings a rerun compares.
@@ -347,11 +349,13 @@ class Protector:
             return handled
         seed_batch(self.seed, batch[0].position)
         x = torch.stack([photo.pixels for _, photo in photos]).to(self.device)
+        positions = torch.tensor([image.position for image, _ in photos], device=self.device)
+        streams = per_sample_streams(self.seed, positions) if self.per_sample else contextlib.nullcontext()
         with torch.no_grad():
             labels = self.classifier(x).argmax(dim=1)
         before = label_log_probability(self.backbone, x, labels)
         protect_started = time.perf_counter()
-        with torch.enable_grad():
+        with torch.enable_grad(), streams:
             protected = self.defense(x, labels).detach()
         protect_seconds = time.perf_counter() - protect_started
         eps, norm = (self.budget["eps"], self.budget["norm"]) if self.budget else (None, "Linf")

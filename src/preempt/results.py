@@ -8,6 +8,7 @@ import json
 import platform
 import statistics
 import subprocess
+import sys
 from collections.abc import Iterable
 from datetime import datetime, timezone
 from pathlib import Path
@@ -71,6 +72,34 @@ def refuse_finished_output_dir(output_dir: Path) -> None:
             f"{existing[0]} holds the results of a finished run. Choose another hydra.run.dir "
             f"(or hydra.sweep.dir), or move that folder away first."
         )
+
+
+FAILED_FILE = "FAILED"
+FAILED_SUFFIX = "_failed"
+
+
+def mark_failed_run(output_dir: Path, reason: str) -> Path | None:
+    """A run folder whose job failed gets a FAILED file with the reason and the suffix `_failed`, so neither a
+    glance at outputs/ nor a results table mistakes it for a run; a finished run's folder is never touched."""
+    folder = Path(output_dir)
+    if not folder.is_dir() or any(folder.rglob(RESULTS_FILE)):
+        return None
+    (folder / FAILED_FILE).write_text(reason.rstrip() + "\n", encoding="utf-8")
+    if folder.name.endswith(FAILED_SUFFIX):
+        return folder
+    marked = folder.with_name(folder.name + FAILED_SUFFIX)
+    if marked.exists():
+        return folder
+    return folder.rename(marked)
+
+
+def unfinished_runs(folders: list[Path]) -> tuple[list[Path], list[Path]]:
+    """Run folders (a `.hydra/` config) below `folders` without results.json: marked failed, and the others
+    (still running, or killed before they could be marked)."""
+    runs = {hydra.parent for folder in folders for hydra in folder.rglob(".hydra")}
+    open_runs = sorted(run for run in runs if not (run / RESULTS_FILE).exists())
+    failed = [run for run in open_runs if (run / FAILED_FILE).exists()]
+    return failed, [run for run in open_runs if run not in failed]
 
 
 def library_versions() -> dict[str, str | None]:
@@ -341,6 +370,13 @@ def main(argv: list[str] | None = None) -> None:
     if not paths:
         raise SystemExit(f"no {RESULTS_FILE} under {', '.join(map(str, args.folders))}")
     results = load_results(paths)
+    failed, unfinished = unfinished_runs(args.folders)
+    if failed or unfinished:
+        print(
+            f"note: {len(failed)} failed run folder(s) (`*{FAILED_SUFFIX}/`, reason in their {FAILED_FILE} file) and "
+            f"{len(unfinished)} without results.json (running, or killed) are not in the table",
+            file=sys.stderr,
+        )
     if args.reversion:
         print(format_reversion_table(results))
     else:

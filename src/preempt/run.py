@@ -23,6 +23,7 @@ from preempt.results import (
     build_results,
     format_table,
     load_results,
+    mark_failed_run,
     refuse_finished_output_dir,
     write_json_atomically,
     write_text_atomically,
@@ -60,6 +61,21 @@ def one_line_refusals() -> Iterator[None]:
         raise SystemExit(f"error: {error}") from None
 
 
+@contextlib.contextmanager
+def marked_if_failed(output_dir: Path) -> Iterator[None]:
+    """A job that fails (refused, crashed, stopped by a signal) leaves its run folder marked `_failed`, with the
+    reason in a FAILED file (`results.mark_failed_run`)."""
+    try:
+        yield
+    except BaseException as error:
+        if not (isinstance(error, SystemExit) and error.code in (0, None)):
+            reason = f"{type(error).__name__}: {error}" if str(error) else type(error).__name__
+            marked = mark_failed_run(output_dir, reason)
+            if marked is not None and marked != Path(output_dir):
+                log.error("run folder marked failed: %s", marked)
+        raise
+
+
 class SharedModels:
     """Builds model configs; identical configs (after resolving) share one instance, and its memory."""
 
@@ -75,10 +91,23 @@ class SharedModels:
         return shared
 
 
-def instantiate_models(cfg: DictConfig, shared: SharedModels | None = None) -> dict:
-    """Classifier, backbone and victim; roles with identical configs share one instance (and its memory)."""
+def instantiate_models(cfg: DictConfig, shared: SharedModels | None = None, roles: tuple = MODEL_ROLES) -> dict:
+    """Classifier, backbone and victim; roles with identical configs share one instance (and its memory).
+
+    Every role is tried before a missing weight file is reported, so one run names every file to place."""
     shared = shared or SharedModels()
-    return {role: shared.build(cfg[role]) for role in MODEL_ROLES}
+    models, missing = {}, {}
+    for role in roles:
+        try:
+            models[role] = shared.build(cfg[role])
+        except InstantiationException as error:
+            if not isinstance(error.__cause__, FileNotFoundError):
+                raise
+            missing.setdefault(str(error.__cause__), []).append(role)
+    if missing:
+        listed = "\n  ".join(f"{' and '.join(roles)}: {message}" for message, roles in missing.items())
+        raise ConfigError(f"{len(missing)} model file(s) missing:\n  {listed}")
+    return models
 
 
 def instantiate_reversion(cfg: DictConfig, config: dict, shared: SharedModels) -> object:
@@ -157,7 +186,11 @@ def finish_wandb_run() -> None:
 
     wandb = sys.modules.get("wandb")
     if wandb is not None and wandb.run is not None:
+        offline = wandb.run.settings.mode in ("offline", "dryrun")
+        folder = Path(wandb.run.dir).parent
         wandb.finish()
+        if offline:
+            print(f"W&B run (offline): {folder}  (upload it with: wandb sync {folder})")
 
 
 def task_overrides() -> list[str]:
@@ -204,6 +237,7 @@ def evaluate(cfg: DictConfig) -> dict | None:
         oblivious=cfg.threat.oblivious,
         reversion=bind_score_model(reversion, config, dataset.image_shape, score_model),
         speed=config["speed"],
+        per_sample_randomness=cfg.randomness == "per_sample",
     )
     datamodule = EvaluationDataModule(dataset, batch_size=cfg.batch_size, num_workers=cfg.num_workers)
     loggers = instantiate_loggers(cfg)

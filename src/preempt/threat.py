@@ -10,6 +10,8 @@ from __future__ import annotations
 import torch
 from torch import Tensor
 
+from preempt import randomness
+
 NORMS = ("Linf", "L2", "normalized_L2")
 
 
@@ -55,14 +57,18 @@ def distance(a: Tensor, b: Tensor, norm: str) -> Tensor:
     return l2 / _per_sample(b).norm(dim=1).clamp_min(1e-12) if norm == "normalized_L2" else l2
 
 
-def random_uniform(center: Tensor, eps: float, norm: str) -> Tensor:
-    """Noise drawn uniformly from the eps-ball around `center` (the random start of FGSM/PGD)."""
+def random_uniform(center: Tensor, eps: float, norm: str, rows_per_sample: int = 1) -> Tensor:
+    """Noise drawn uniformly from the eps-ball around `center` (the random start of FGSM/PGD).
+
+    `rows_per_sample`: how many consecutive rows of `center` are copies of one sample (N for Fast Preemption's
+    repeat_interleave layout), so that with `randomness=per_sample` each sample draws from its own stream."""
     if norm == "Linf":
-        return (torch.rand_like(center) * 2 - 1) * eps
-    direction = torch.randn_like(center)
+        return (randomness.uniform(center, rows_per_sample) * 2 - 1) * eps
+    direction = randomness.normal(center, rows_per_sample)
     direction = direction / _view_like(_per_sample(direction).norm(dim=1).clamp_min(1e-12), direction)
     dims = direction[0].numel()
-    fraction = torch.rand(center.shape[0], device=center.device, dtype=center.dtype) ** (1.0 / dims)
+    rows = center.new_empty(center.shape[0])
+    fraction = randomness.uniform(rows, rows_per_sample) ** (1.0 / dims)
     return direction * _view_like(fraction * radius(eps, norm, center), direction)
 
 

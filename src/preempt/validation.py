@@ -15,7 +15,7 @@ import math
 import typing
 from collections.abc import Callable
 from pathlib import Path
-from typing import Annotated, Any
+from typing import Annotated, Any, Literal
 
 import torch
 from annotated_types import Ge, Le
@@ -28,7 +28,7 @@ from pydantic.errors import PydanticSchemaGenerationError
 
 from preempt.checkpoints import CheckpointError
 from preempt.constraints import ARBITRARY_TYPES, AtLeastOne, Eps, NonNegative, Norm, Positive
-from preempt.datasets.base import ImageDataset
+from preempt.datasets.base import ImageDataset, datasets_hint
 from preempt.models.labels import LabelOnly
 from preempt.models.spec import ModelSpec, spec_of
 from preempt.receiver_defenses.base import Identity, InputTransform, bpda_hint
@@ -88,7 +88,9 @@ class RunSchema(_Strict):
 
     task_name: str
     tags: list[str]
+    print_config: bool
     seed: NonNegative
+    randomness: Literal["per_batch", "per_sample"]
     batch_size: AtLeastOne
     num_workers: NonNegative | None
     transmit_8bit: bool
@@ -471,7 +473,7 @@ def _shape_message(role: str, name: str, shape: tuple[int, ...], dataset: ImageD
     pick = f"model@{role}=<model>" if "." in role else f"{role}=<model>"  # a model set inside a part's config
     return (
         f"{role} {name} takes {expected} images (C×H×W) but dataset {dataset.name} gives {got}: pick a {role} "
-        f"made for {got} images ({pick}), or a dataset of {expected} images"
+        f"made for {got} images ({pick}), or a dataset it takes ({datasets_hint(shape)})"
     )
 
 

@@ -9,13 +9,14 @@ from typing import ClassVar
 import torch
 from torch import Tensor, nn
 
+from preempt import randomness
 from preempt.constraints import Eps, Norm
 from preempt.threat import NORMS, project, validate_budget
 
 
 def random_targets(y: Tensor, num_classes: int) -> Tensor:
-    """A target per image drawn uniformly among its wrong classes, from torch's (per-batch seeded) generator."""
-    return (y + torch.randint(1, num_classes, y.shape, device=y.device)) % num_classes
+    """A target per image drawn uniformly among its wrong classes (per batch or per sample: `preempt.randomness`)."""
+    return (y + randomness.integers(1, num_classes, y)) % num_classes
 
 
 def attack_succeeded(predictions: Tensor, y: Tensor, target: Tensor | None) -> Tensor:

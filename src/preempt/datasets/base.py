@@ -2,9 +2,17 @@
 
 from __future__ import annotations
 
+from pathlib import Path
+
 import torch
+from omegaconf import OmegaConf
 from torch import Tensor
 from torch.utils.data import Dataset
+
+from preempt.models.spec import ModelSpec, spec_of
+
+CIFAR10_SPEC = ModelSpec(input_shape=(3, 32, 32), num_classes=10)
+DATASET_CONFIGS = Path(__file__).resolve().parents[3] / "conf" / "dataset"
 
 
 class ImageDataset(Dataset):
@@ -52,3 +60,27 @@ def select_slice(available: int, n_samples: int | None, offset: int, name: str) 
             f"lower dataset.n_samples or dataset.offset"
         )
     return slice(offset, offset + n_samples)
+
+
+def dataset_options_of_shape(shape: tuple[int, ...]) -> list[str]:
+    """The `dataset=` options whose images (at the option's own settings) have this (C, H, W) shape: what a
+    model of that input shape can be run on."""
+    from hydra.utils import get_object
+
+    options = []
+    for path in sorted(DATASET_CONFIGS.glob("*.yaml")):
+        node = OmegaConf.to_container(OmegaConf.load(path), resolve=False).get("dataset", {})
+        settings = {key: value for key, value in node.items() if not key.startswith("_")}
+        spec = spec_of(get_object(node["_target_"]), settings) if "_target_" in node else None
+        if spec is not None and tuple(spec.input_shape) == tuple(shape):
+            options.append(path.stem)
+    return options
+
+
+def datasets_hint(shape: tuple[int, ...]) -> str:
+    """Which `dataset=` options fit a model taking `shape` images, as a message ends it."""
+    fitting = dataset_options_of_shape(shape)
+    size = "×".join(map(str, shape))
+    if not fitting:
+        return f"no shipped dataset gives {size} images: use dataset=folder with images of that size"
+    return f"datasets of {size} images: {', '.join(f'dataset={option}' for option in fitting)}"

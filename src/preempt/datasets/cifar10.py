@@ -7,7 +7,8 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from preempt.datasets.base import ImageDataset, select_slice
+from preempt.datasets.base import CIFAR10_SPEC, ImageDataset, select_slice
+from preempt.models.spec import declares_spec
 from preempt.network import reachable, socket_timeout
 
 
@@ -15,6 +16,7 @@ class DatasetNotFoundError(FileNotFoundError):
     """The dataset files are not on disk and could not be downloaded."""
 
 
+@declares_spec(lambda **settings: CIFAR10_SPEC)
 def cifar10(data_dir: str, n_samples: int | None = 1000, offset: int = 0, download: bool = True) -> ImageDataset:
     """The test split under `data_dir`; the paper evaluates two disjoint slices of 1,000 (offset 0 and 1000)."""
     from torchvision.datasets import CIFAR10

@@ -13,6 +13,7 @@ from torch import Tensor
 
 from preempt.constraints import AtLeastOne, NonNegative
 from preempt.datasets.base import ImageDataset, select_slice
+from preempt.models.spec import ModelSpec, declares_spec
 
 TEST_FRACTION = 0.2
 SPLIT_SEED = 0
@@ -41,6 +42,7 @@ def digits_split(split: str, image_size: int) -> tuple[Tensor, Tensor]:
     return images.clamp(0, 1), labels[idx]
 
 
+@declares_spec(lambda image_size=16, **settings: ModelSpec(input_shape=(1, image_size, image_size), num_classes=10))
 def digits(
     split: Literal["train", "test"] = "test",
     image_size: AtLeastOne = 16,

@@ -10,8 +10,9 @@ from pathlib import Path
 import torch
 
 from preempt.constraints import AtLeastOne, NonNegative
-from preempt.datasets.base import ImageDataset, select_slice
+from preempt.datasets.base import CIFAR10_SPEC, ImageDataset, select_slice
 from preempt.datasets.folder import labelled_files, load_images
+from preempt.models.spec import ModelSpec, declares_spec
 
 
 def foolbox_data_dir() -> Path:
@@ -30,11 +31,13 @@ def _samples(prefix: str, n_samples: int | None, offset: int, **load_args) -> tu
     return images, torch.tensor([label for _, label, _ in entries]), part.start
 
 
+@declares_spec(lambda **settings: CIFAR10_SPEC)
 def cifar10_samples(n_samples: AtLeastOne | None = None, offset: NonNegative = 0) -> ImageDataset:
     images, labels, start = _samples("cifar10", n_samples, offset, image_size=None)
     return ImageDataset(images, labels, num_classes=10, name="cifar10_samples", offset=start)
 
 
+@declares_spec(lambda image_size=224, **settings: ModelSpec((3, image_size, image_size), 1000))
 def imagenet_samples(
     n_samples: AtLeastOne | None = None, offset: NonNegative = 0, image_size: AtLeastOne = 224
 ) -> ImageDataset:

@@ -131,7 +131,7 @@ class FastPreemption(Defense):
         batch, n = x_t.shape[0], self.n_samples
         center = x.repeat_interleave(n, dim=0)  # [x_0 × N, x_1 × N, ...]: one pass for all starts
         iterate = x_t.repeat_interleave(n, dim=0)
-        examples = iterate + random_uniform(center, self.eps, self.norm)
+        examples = iterate + random_uniform(center, self.eps, self.norm, rows_per_sample=n)
         if self.clamp_starts:
             examples = examples.clamp(0.0, 1.0)
         ball_center = center if self.project_around == "original" else iterate

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import time
 from collections.abc import Callable
@@ -18,6 +19,7 @@ from preempt.defenses.base import Defense, bind_defense
 from preempt.evaluation.metrics import RoundCurves
 from preempt.evaluation.sanity import FLAG_ADVICE, FLAGS, sanity_flags
 from preempt.models.labels import LabelOnly, assign_labels
+from preempt.randomness import SEED_STRIDE, per_sample_streams
 from preempt.receiver_defenses.base import Identity, InputTransform, ReceiverDefended, output_variance
 from preempt.reversions.base import NoReversion, Reversion, revert
 from preempt.reversions.preemptive_reversion import PreemptiveReversion
@@ -25,8 +27,6 @@ from preempt.speed import accelerate
 from preempt.threat import distance
 
 log = logging.getLogger(__name__)
-# Per-batch seeds are spaced by this prime, so (run seed, first sample index) pairs never collide.
-SEED_STRIDE = 1_000_003
 
 
 def seed_batch(run_seed: int, first_index: int) -> None:
@@ -57,7 +57,9 @@ class PreemptiveEvaluation(L.LightningModule):
     `receiver_defense` g wraps the victim once as victim∘g: every accuracy is the receiver's, and the attack
     sees victim∘g unless the threat is `oblivious` (then it attacks the bare victim).
     Each batch is seeded from the run seed and its first sample index, so random starts do not depend on
-    batch order or on how many processes share the work. With `transmit_8bit` the protected images are sent
+    batch order or on how many processes share the work; with `per_sample_randomness` the defense's and the
+    attack's random starts and the targets come from each sample's own stream (`preempt.randomness`), so they
+    do not depend on the batch size either. With `transmit_8bit` the protected images are sent
     as 8-bit pixels (as a saved PNG would carry them): the main metrics score what is sent, and the
     `*_float` metrics score the unrounded protection under the same attack.
     A targeted attack gets a target per image drawn among the wrong classes (seeded with the batch), and
@@ -85,6 +87,7 @@ class PreemptiveEvaluation(L.LightningModule):
         oblivious: bool = False,
         reversion: Reversion | InputTransform | None = None,
         speed: dict | None = None,
+        per_sample_randomness: bool = False,
     ) -> None:
         super().__init__()
         for role, model in (("backbone", backbone), ("victim", victim)):
@@ -114,6 +117,7 @@ class PreemptiveEvaluation(L.LightningModule):
         self.score_model = getattr(self.receiver_defense, "score_model", None)
         self.reversion_score_model = getattr(self.reversion, "score_model", None)
         self.seed = seed
+        self.per_sample_randomness = per_sample_randomness
         self.transmit_8bit = transmit_8bit
         self.num_classes = num_classes
 
@@ -188,6 +192,11 @@ class PreemptiveEvaluation(L.LightningModule):
     def test_step(self, batch: tuple[Tensor, Tensor, Tensor], batch_idx: int) -> None:
         x, y, index = batch
         seed_batch(self.seed, int(index[0]))
+        streams = per_sample_streams(self.seed, index) if self.per_sample_randomness else contextlib.nullcontext()
+        with streams:
+            self.score_batch(x, y, index)
+
+    def score_batch(self, x: Tensor, y: Tensor, index: Tensor) -> None:
         batch_size = len(x)
 
         labels, label_seconds = timed(x, lambda: self.labels(x, y, index))

@@ -54,9 +54,11 @@ class PixelClassifier(nn.Module):
         if self.input_shape is not None and tuple(x.shape[1:]) != self.input_shape:
             expected = "×".join(map(str, self.input_shape))
             got = "×".join(map(str, x.shape[1:]))
+            from preempt.datasets.base import datasets_hint
+
             raise ImageShapeMismatchError(
-                f"model {self.name} expects images of shape {expected} (C×H×W) but got {got}. Pick a "
-                f"dataset of that size (e.g. dataset=cifar10_samples for 3×32×32) or a model made for it."
+                f"model {self.name} expects images of shape {expected} (C×H×W) but got {got}. Pick a model made "
+                f"for {got} images, or a dataset it takes ({datasets_hint(self.input_shape)})."
             )
 
     def forward(self, x: Tensor) -> Tensor:
