@@ -5,6 +5,7 @@ from __future__ import annotations
 import contextlib
 import functools
 import logging
+import os
 import time
 from collections.abc import Iterator
 from pathlib import Path
@@ -61,14 +62,20 @@ def one_line_refusals() -> Iterator[None]:
         raise SystemExit(f"error: {error}") from None
 
 
+def launched_process() -> bool:
+    """Whether this is a process Lightning started for DDP (local rank > 0, or another node), not the job's own."""
+    return int(os.environ.get("LOCAL_RANK", 0)) > 0 or int(os.environ.get("NODE_RANK", 0)) > 0
+
+
 @contextlib.contextmanager
 def marked_if_failed(output_dir: Path) -> Iterator[None]:
     """A job that fails (refused, crashed, stopped by a signal) leaves its run folder marked `_failed`, with the
-    reason in a FAILED file (`results.mark_failed_run`)."""
+    reason in a FAILED file (`results.mark_failed_run`). Only the job's own process marks it: a DDP process
+    renaming the folder under the others would take their failure reports away."""
     try:
         yield
     except BaseException as error:
-        if not (isinstance(error, SystemExit) and error.code in (0, None)):
+        if not (isinstance(error, SystemExit) and error.code in (0, None)) and not launched_process():
             reason = f"{type(error).__name__}: {error}" if str(error) else type(error).__name__
             marked = mark_failed_run(output_dir, reason)
             if marked is not None and marked != Path(output_dir):
@@ -105,7 +112,7 @@ def instantiate_models(cfg: DictConfig, shared: SharedModels | None = None, role
                 raise
             missing.setdefault(str(error.__cause__), []).append(role)
     if missing:
-        listed = "\n  ".join(f"{' and '.join(roles)}: {message}" for message, roles in missing.items())
+        listed = "\n  ".join(f"{' and '.join(failing)}: {message}" for message, failing in missing.items())
         raise ConfigError(f"{len(missing)} model file(s) missing:\n  {listed}")
     return models
 
