@@ -22,12 +22,12 @@ from pathlib import Path
 
 import hydra
 import torch
-import torch.nn.functional as F
 from hydra.utils import instantiate
 from omegaconf import DictConfig, OmegaConf, open_dict
 from torch import Tensor, nn
 
 from preempt import speed
+from preempt.attacks.fgsm import loss_gradient
 from preempt.config import register_resolvers
 from preempt.defenses.base import Defense, bind_defense
 from preempt.defenses.fast_preemption import FastPreemption
@@ -68,13 +68,6 @@ def device_name(device: torch.device) -> str:
 def tiled(images: Tensor, count: int) -> Tensor:
     """`count` images: the dataset's, repeated in order (the benchmark needs batches larger than 20 samples)."""
     return images[torch.arange(count, device=images.device) % len(images)]
-
-
-def backward_passes(model: nn.Module, copies: Tensor, labels: Tensor, chunk: int) -> None:
-    """The floor's work: input gradients of the cross-entropy, `chunk` copies per forward+backward, nothing else."""
-    for part in speed.chunks(len(copies), chunk):
-        x = copies[part].detach().requires_grad_(True)
-        torch.autograd.grad(F.cross_entropy(model(x), labels[part], reduction="sum"), x)
 
 
 def passes_per_image(defense: FastPreemption) -> int:
@@ -139,8 +132,9 @@ class Bench:
             count = max(chunk, self.settings.floor_copies)
             x, labels = self.batch(count)
             copies = (x + (torch.rand_like(x) * 2 - 1) * self.eps).clamp(0, 1)
-            work = functools.partial(backward_passes, self.backbone, copies, labels, chunk)
-            backward_passes(self.backbone, copies[:chunk], labels[:chunk], chunk)  # warm-up: this shape's kernels
+            # The floor's work: the input gradients the defense's FGSM steps take, `chunk` copies per pass.
+            work = functools.partial(loss_gradient, self.backbone, copies, labels, copies_per_pass=chunk)
+            loss_gradient(self.backbone, copies[:chunk], labels[:chunk], copies_per_pass=chunk)  # warm-up: this shape
             repeats = self.settings.repeats
             curve[chunk] = sum(timed_seconds(work, self.device) for _ in range(repeats)) / (repeats * count)
         return curve
@@ -197,11 +191,11 @@ def run_benchmark(cfg: DictConfig, output_dir: Path) -> dict:
         "best_floor_seconds_per_image": passes * curve[best_chunk],
     }
 
+    copies = fast.pass_size(bench.images[0])  # measured once: the same backbone and budget for every batch size
     by_batch = []
     for batch_size in sorted(settings.batch_sizes):
         row = bench.time_defense(bench.defense(), batch_size, settings.min_images, warm=n * batch_size <= 2048)
         floor, chunk = floor_seconds_per_image(curve, passes, n * batch_size)
-        copies = bench.defense().pass_size(bench.images[0])
         row.update(
             floor_seconds_per_image=floor,
             floor_chunk=chunk,
