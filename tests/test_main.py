@@ -280,3 +280,17 @@ def test_preemptive_baselines_and_fast_preemption_knobs_run_through_main(
         assert metrics["test/linf"] <= 0.2 + 1e-5, overrides
         assert metrics["test/robust_acc"] >= undefended + 0.15, (overrides, undefended, metrics["test/robust_acc"])
         assert metrics["test/defense_seconds_per_image"] > 0, overrides
+
+
+def test_a_sweep_run_again_with_skip_finished_recomputes_nothing(tmp_path: Path, zoo_dir: Path, digits_models) -> None:
+    """The second sweep finds both jobs' results by their config (in the first sweep's folders) and runs neither."""
+    common = ("defense=none", "attack=none", "dataset.n_samples=8", "logger=none", f"paths.log_dir={tmp_path}")
+    first = run_sweep(tmp_path / "first", zoo_dir, "seed=0,1", *common)
+    command = main_command(tmp_path / "unused", zoo_dir, "seed=0,1", *common, "skip_finished=true")
+    command[2:2] = ["-m", f"hydra.sweep.dir={tmp_path / 'second'}"]
+    done = subprocess.run(command, capture_output=True, text=True, timeout=300, cwd=ROOT)
+    assert done.returncode == 0, done.stderr[-2000:]
+    for job in ("0", "1"):
+        assert f"finished before, in {tmp_path / 'first' / job / 'results.json'}" in done.stdout
+        assert not (tmp_path / "second" / job).exists()
+    assert [result["run"]["seed"] for result in first] == [0, 1]

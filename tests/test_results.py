@@ -166,3 +166,29 @@ def test_a_reversion_run_records_its_verdict_and_tables_show_it(tmp_path: Path, 
     table_v = capsys.readouterr().out.splitlines()
     assert "reverted clean acc" in table_v[0] and "McNemar p" in table_v[0] and len(table_v) == 3
     assert "| 0.870 [0.840–0.900] |" in table_v[2] and "0.75 [0.75–0.75]" in table_v[2]  # perturbation left 1.5/2
+
+
+def test_a_finished_run_is_found_by_its_config_and_skipped_when_asked(compose_config, tmp_path: Path, digits_models):
+    """skip_finished=true: the same resolved config (another folder, task name, logger) is not computed again;
+    another setting is; skip_finished=false runs it anyway."""
+    from omegaconf import open_dict
+
+    from preempt.run import evaluate
+
+    def run(folder: str, *overrides: str) -> dict:
+        cfg = compose_config(
+            f"paths.log_dir={tmp_path / 'outputs'}", "defense=none", "attack=none", "dataset.n_samples=8", *overrides
+        )
+        with open_dict(cfg):
+            cfg.paths.output_dir = str(tmp_path / "outputs" / folder)
+        (tmp_path / "outputs" / folder / ".hydra").mkdir(parents=True)  # as Hydra leaves it before the job
+        return evaluate(cfg)
+
+    first = run("first", "logger=none")
+    again = run("again", "skip_finished=true", "task_name=other", "logger=csv")
+    assert again == first and not (tmp_path / "outputs" / "again").exists(), "skipped, and no empty run folder left"
+    other = run("other", "skip_finished=true", "logger=none", "seed=1")
+    assert other["run"]["fingerprint"] != first["run"]["fingerprint"]
+    forced = run("forced", "logger=none")
+    assert forced["run"]["fingerprint"] == first["run"]["fingerprint"]
+    assert (tmp_path / "outputs" / "forced" / "results.json").is_file()

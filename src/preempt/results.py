@@ -16,6 +16,7 @@ from pathlib import Path
 import torch
 
 from preempt.files import replace_atomically
+from preempt.manifest import digest, without_neutral_keys
 from preempt.reversions.protocol import reversion_knowledge, reversion_name, reversion_verdict
 
 RESULTS_FILE = "results.json"
@@ -146,6 +147,34 @@ def attack_name(attack: dict) -> str:
     return name + (" targeted" if attack.get("targeted") else "")
 
 
+# What names, places, logs or shows a run, or only sizes its memory: two configs that differ only here compute
+# the same numbers, so they share one fingerprint.
+NOT_IN_FINGERPRINT = {"paths", "task_name", "tags", "print_config", "skip_finished", "logger", "num_workers"}
+NOT_IN_FINGERPRINT_OF = {"trainer": {"enable_progress_bar", "default_root_dir"}, "speed": {"keep_freed_memory"}}
+
+
+def run_fingerprint(config: dict) -> str:
+    """The digest of a resolved config without its output paths, names and logging (`NOT_IN_FINGERPRINT`) and
+    without the keys that only place files or size memory chunks (`manifest.RESULT_NEUTRAL_KEYS`)."""
+    kept = {key: value for key, value in config.items() if key not in NOT_IN_FINGERPRINT}
+    for group, keys in NOT_IN_FINGERPRINT_OF.items():
+        if isinstance(kept.get(group), dict):
+            kept[group] = {key: value for key, value in kept[group].items() if key not in keys}
+    return digest(without_neutral_keys(kept))
+
+
+def find_finished_run(fingerprint: str, log_dir: Path) -> Path | None:
+    """The first results.json under `log_dir` (sorted) recording this fingerprint; unreadable files are passed."""
+    for path in sorted(Path(log_dir).rglob(RESULTS_FILE)) if Path(log_dir).is_dir() else []:
+        try:
+            recorded = json.loads(path.read_text()).get("run", {}).get("fingerprint")
+        except (OSError, ValueError, AttributeError):
+            continue
+        if recorded == fingerprint:
+            return path
+    return None
+
+
 def build_results(
     config: dict,
     metrics: dict[str, float],
@@ -177,6 +206,7 @@ def build_results(
             "oblivious": bool(config["threat"].get("oblivious", False)),
             "n_samples": n_samples,
             "seed": config.get("seed"),
+            "fingerprint": run_fingerprint(config),
             "wall_seconds": round(wall_seconds, 2),
             "finished_at": datetime.now(timezone.utc).isoformat(timespec="seconds"),
             "device": device_name(),

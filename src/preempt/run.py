@@ -4,8 +4,10 @@ from __future__ import annotations
 
 import contextlib
 import functools
+import json
 import logging
 import os
+import shutil
 import time
 from collections.abc import Iterator
 from pathlib import Path
@@ -22,10 +24,12 @@ from preempt.results import (
     TABLE_FILE,
     FinishedRunError,
     build_results,
+    find_finished_run,
     format_table,
     load_results,
     mark_failed_run,
     refuse_finished_output_dir,
+    run_fingerprint,
     write_json_atomically,
     write_text_atomically,
 )
@@ -200,6 +204,16 @@ def finish_wandb_run() -> None:
             print(f"W&B run (offline): {folder}  (upload it with: wandb sync {folder})")
 
 
+def remove_unused_run_folder(output_dir: Path) -> None:
+    """The folder Hydra made for a skipped run holds only its own files (`.hydra/`, the job's log): removed, so
+    it is not taken for a run that failed or is still going."""
+    if not output_dir.is_dir():
+        return
+    files = [path.relative_to(output_dir) for path in output_dir.rglob("*") if path.is_file()]
+    if all(path.parts[0] == ".hydra" or path.suffix == ".log" for path in files):
+        shutil.rmtree(output_dir)
+
+
 def task_overrides() -> list[str]:
     """The command-line overrides of this run, recorded so tables can tell sweep jobs apart."""
     from hydra.core.hydra_config import HydraConfig
@@ -220,6 +234,12 @@ def evaluate(cfg: DictConfig) -> dict | None:
     output_dir = Path(cfg.paths.output_dir)
     refuse_finished_output_dir(output_dir)
     config = OmegaConf.to_container(cfg, resolve=True)
+    if config["skip_finished"]:
+        finished = find_finished_run(run_fingerprint(config), Path(config["paths"]["log_dir"]))
+        if finished is not None:
+            remove_unused_run_folder(output_dir)
+            print(f"skipped: this exact run finished before, in {finished} (skip_finished=false runs it again)")
+            return json.loads(finished.read_text())
     if config["speed"]["keep_freed_memory"]:
         keep_freed_memory()
     L.seed_everything(cfg.seed, workers=True, verbose=False)

@@ -89,6 +89,7 @@ class RunSchema(_Strict):
     task_name: str
     tags: list[str]
     print_config: bool
+    skip_finished: bool
     seed: NonNegative
     randomness: Literal["per_batch", "per_sample"]
     batch_size: AtLeastOne
