@@ -73,3 +73,17 @@ def integers(low: int, high: int, like: Tensor, rows_per_sample: int = 1) -> Ten
         rows_per_sample,
         lambda shape, generator: torch.randint(low, high, shape, generator=generator, device=like.device),
     )
+
+
+def stream_states() -> list[Tensor] | None:
+    """The per-sample generators' states inside a `per_sample_streams` block (None outside one)."""
+    generators = _GENERATORS.get()
+    return None if generators is None else [generator.get_state() for generator in generators]
+
+
+def restore_stream_states(states: list[Tensor] | None) -> None:
+    """Put the block's generators where `stream_states` found them (a cached step is skipped, not re-drawn)."""
+    generators = _GENERATORS.get()
+    if generators is not None and states is not None:
+        for generator, state in zip(generators, states, strict=True):
+            generator.set_state(state)

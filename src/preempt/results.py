@@ -149,7 +149,16 @@ def attack_name(attack: dict) -> str:
 
 # What names, places, logs or shows a run, or only sizes its memory: two configs that differ only here compute
 # the same numbers, so they share one fingerprint.
-NOT_IN_FINGERPRINT = {"paths", "task_name", "tags", "print_config", "skip_finished", "logger", "num_workers"}
+NOT_IN_FINGERPRINT = {
+    "paths",
+    "task_name",
+    "tags",
+    "print_config",
+    "skip_finished",
+    "protection_cache",
+    "logger",
+    "num_workers",
+}
 NOT_IN_FINGERPRINT_OF = {"trainer": {"enable_progress_bar", "default_root_dir"}, "speed": {"keep_freed_memory"}}
 
 

@@ -17,7 +17,9 @@ from hydra.errors import InstantiationException
 from hydra.utils import get_object, instantiate
 from omegaconf import DictConfig, OmegaConf
 
+from preempt.defenses.base import NoDefense
 from preempt.evaluation import EvaluationDataModule, PreemptiveEvaluation
+from preempt.evaluation.protection_cache import ProtectionCache, protection_fingerprint
 from preempt.evaluation.rank_failures import RankFailedError, RankFailureReport
 from preempt.results import (
     RESULTS_FILE,
@@ -214,6 +216,13 @@ def remove_unused_run_folder(output_dir: Path) -> None:
         shutil.rmtree(output_dir)
 
 
+def protection_cache(config: dict) -> ProtectionCache | None:
+    """The protected-image cache when `protection_cache=true` and there is a protection to keep."""
+    if not config["protection_cache"] or get_object(config["defense"]["_target_"]) is NoDefense:
+        return None
+    return ProtectionCache(Path(config["paths"]["protected_dir"]), protection_fingerprint(config))
+
+
 def task_overrides() -> list[str]:
     """The command-line overrides of this run, recorded so tables can tell sweep jobs apart."""
     from hydra.core.hydra_config import HydraConfig
@@ -265,6 +274,7 @@ def evaluate(cfg: DictConfig) -> dict | None:
         reversion=bind_score_model(reversion, config, dataset.image_shape, score_model),
         speed=config["speed"],
         per_sample_randomness=cfg.randomness == "per_sample",
+        protection_cache=protection_cache(config),
     )
     datamodule = EvaluationDataModule(dataset, batch_size=cfg.batch_size, num_workers=cfg.num_workers)
     loggers = instantiate_loggers(cfg)

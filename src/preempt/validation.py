@@ -79,6 +79,7 @@ class Paths(_Strict):
     data_dir: str
     model_dir: str
     cache_dir: str
+    protected_dir: str
     log_dir: str
     output_dir: str
 
@@ -90,6 +91,7 @@ class RunSchema(_Strict):
     tags: list[str]
     print_config: bool
     skip_finished: bool
+    protection_cache: bool
     seed: NonNegative
     randomness: Literal["per_batch", "per_sample"]
     batch_size: AtLeastOne

@@ -17,6 +17,7 @@ from torchmetrics.image import StructuralSimilarityIndexMeasure
 from preempt.attacks.base import Attack, IterativeAttack, NoAttack, attack_succeeded, random_targets
 from preempt.defenses.base import Defense, bind_defense
 from preempt.evaluation.metrics import RoundCurves
+from preempt.evaluation.protection_cache import ProtectionCache
 from preempt.evaluation.sanity import FLAG_ADVICE, FLAGS, sanity_flags
 from preempt.models.labels import LabelOnly, assign_labels
 from preempt.randomness import SEED_STRIDE, per_sample_streams
@@ -88,6 +89,7 @@ class PreemptiveEvaluation(L.LightningModule):
         reversion: Reversion | InputTransform | None = None,
         speed: dict | None = None,
         per_sample_randomness: bool = False,
+        protection_cache: ProtectionCache | None = None,
     ) -> None:
         super().__init__()
         for role, model in (("backbone", backbone), ("victim", victim)):
@@ -118,6 +120,7 @@ class PreemptiveEvaluation(L.LightningModule):
         self.reversion_score_model = getattr(self.reversion, "score_model", None)
         self.seed = seed
         self.per_sample_randomness = per_sample_randomness
+        self.protection_cache = protection_cache
         self.transmit_8bit = transmit_8bit
         self.num_classes = num_classes
 
@@ -134,6 +137,7 @@ class PreemptiveEvaluation(L.LightningModule):
         self.ssim = StructuralSimilarityIndexMeasure(data_range=1.0)
         self.label_seconds_per_image = MeanMetric()
         self.defense_seconds_per_image = MeanMetric()
+        self.protection_cache_hit = MeanMetric()  # the share of images whose protection came from the cache
         self.attack_seconds_per_image = MeanMetric()
         self.score_seconds_per_image = MeanMetric()  # every prediction and metric update of the batch
         self.receiver_seconds_per_image = MeanMetric()  # g and the victim on clean images: the receiver's cost
@@ -184,6 +188,19 @@ class PreemptiveEvaluation(L.LightningModule):
             protected, seconds = timed(x, lambda: self.defense(x, labels))
         return protected.detach(), seconds
 
+    def protect_or_reuse(self, x: Tensor, labels: Tensor, index: Tensor) -> tuple[Tensor, float, bool]:
+        """The batch's protection from the cache when an identical run made it (with the seconds it took then, and
+        the random generators where that run left them), else computed now and cached."""
+        if self.protection_cache is None:
+            return *self.protect(x, labels), False
+        first_index, size = int(index[0]), len(index)
+        cached = self.protection_cache.load(first_index, size, labels)
+        if cached is not None:
+            return *cached, True
+        protected, seconds = self.protect(x, labels)
+        self.protection_cache.save(first_index, size, labels, protected, seconds)
+        return protected, seconds, False
+
     def predict(self, x: Tensor) -> Tensor:
         """The receiver's decision: the victim's on g(x) when a receiver-side defense is set."""
         with torch.no_grad():
@@ -200,7 +217,7 @@ class PreemptiveEvaluation(L.LightningModule):
         batch_size = len(x)
 
         labels, label_seconds = timed(x, lambda: self.labels(x, y, index))
-        protected, seconds = self.protect(x, labels)
+        protected, seconds, cache_hit = self.protect_or_reuse(x, labels, index)
         sent = to_8bit(protected) if self.transmit_8bit else protected
         target = random_targets(y, self.num_classes) if self.attack.targeted else None
         reverted, reversion_seconds = timed(x, lambda: revert(self.reversion, sent, y, index))
@@ -225,6 +242,7 @@ class PreemptiveEvaluation(L.LightningModule):
             (self.receiver_seconds_per_image, receiver_seconds),
         ):
             metric.update(stage_seconds / batch_size, weight=batch_size)
+        self.protection_cache_hit.update(float(cache_hit), weight=batch_size)
         self.linf(distance(sent, x, "Linf").max())
         self.attack_distance(distance(adversarial, sent, self.attack.norm).max())
         variance_l2, variance_ssim = output_variance(self.receiver_defense, sent)
@@ -238,6 +256,7 @@ class PreemptiveEvaluation(L.LightningModule):
             "ssim",
             "label_seconds_per_image",
             "defense_seconds_per_image",
+            "protection_cache_hit",
             "attack_seconds_per_image",
             "score_seconds_per_image",
             "receiver_seconds_per_image",
