@@ -1,9 +1,10 @@
 # Two commands set everything up on a fresh machine: `make run` and `make test`.
 VENV ?= .venv
+SCALE ?= quick
 PYTHON := $(VENV)/bin/python
 INSTALLED := $(VENV)/.installed
 
-.PHONY: install run baseline bench test test-fast lint clean
+.PHONY: install run baseline bench reproduce-tables test test-fast lint clean
 
 $(INSTALLED): pyproject.toml
 	test -x $(PYTHON) || python3 -m venv $(VENV)
@@ -21,6 +22,9 @@ baseline: install  ## the same job without a defense, for comparison
 
 bench: install  ## Fast Preemption's speed on this device: floor, overhead, batch, N, options, Bi-Level, the loop
 	$(PYTHON) -m preempt.bench $(ARGS)
+
+reproduce-tables: install  ## both papers' tables and figures under outputs/tables/$(SCALE)/ (SCALE=quick|paper); run it again after a stop: nothing finished is recomputed
+	$(PYTHON) -m preempt.reproduce --scale $(SCALE) $(ARGS)
 
 test: install  ## the whole suite (CPU, offline); CI runs exactly this
 	$(PYTHON) -m pytest

@@ -21,7 +21,7 @@ from preempt.run import bind_robustifier
 from preempt.validation import ConfigError, validate_config
 
 ROLE_GROUPS = ("classifier", "backbone", "victim")  # symlinks to conf/model: every model fills every role
-DATASETS = ["digits", "cifar10", "cifar10_samples", "imagenet_samples", "folder"]
+DATASETS = ["digits", "cifar10", "cifar10_samples", "imagenet_samples", "imagenet", "folder"]
 ZOO_MODELS = ["digits_cnn", "digits_cnn_at", "digits_lenet_at", "digits_mlp", "autoattack_resnet18"]
 LABEL_ONLY = ["ground_truth", "noisy_labels"]  # classifier role only
 OFFLINE_MODELS = ZOO_MODELS + LABEL_ONLY
@@ -33,6 +33,7 @@ ROBUSTBENCH_MODELS = [
     "Singh2023Revisiting_ConvNeXt-L-ConvStem",
     "Tian2022Deeper_DeiT-B",
     "Liu2023Comprehensive_Swin-L",
+    "Standard_R50",
 ]
 PREEMPTIVE = ["fast_preemption", "fast_preemption_mspd", "bilevel", "bilevel_fp", "a5"]
 DEFENSES = ["none", *PREEMPTIVE, *TRANSFORMS]  # every input transform also serves on the sender's side
@@ -50,7 +51,15 @@ ATTACK_CONTEXT = {
 }
 TRAINERS = ["default", "cpu", "gpu", "ddp"]
 LOGGERS = ["default", "wandb", "csv", "none"]
-EXPERIMENTS = ["cifar10_resnet18", "fast_preemption_cifar10", "fast_preemption_imagenet"]
+EXPERIMENTS = [
+    "cifar10_resnet18",
+    "fast_preemption_cifar10",
+    "fast_preemption_imagenet",
+    "fast_preemption_table1",
+    "fast_preemption_table5",
+    "fast_preemption_ablation",
+    "preprocessing_defense",
+]
 
 
 def test_every_config_file_is_covered_by_these_tests() -> None:
@@ -70,6 +79,10 @@ def test_every_config_file_is_covered_by_these_tests() -> None:
         "speed/default.yaml",  # in every composition of main.yaml; tests/test_speed.py
         "paths/default.yaml",
         "hydra/default.yaml",
+        "scale/quick.yaml",  # with every table's cells: tests/reproduce/test_tables.py
+        "scale/paper.yaml",
+        "hydra/launcher/slurm.yaml",  # tests/test_launchers.py
+        "hydra/launcher/local.yaml",
     }
     for group, options in [
         ("dataset", DATASETS),
@@ -147,6 +160,11 @@ def test_dataset_configs_instantiate(option: str, compose_config, tmp_path: Path
         start = time.perf_counter()
         assert "cifar-10-batches-py" in str(instantiate_error(cfg.dataset, DatasetNotFoundError))
         assert time.perf_counter() - start < 30
+        return
+    if option == "imagenet":  # never downloaded: must fail at once, naming the files to place (tests/datasets/)
+        start = time.perf_counter()
+        assert f"{cfg.dataset.root}/images.csv" in str(instantiate_error(cfg.dataset, DatasetNotFoundError))
+        assert time.perf_counter() - start < 1
         return
     data = instantiate(cfg.dataset)
     assert isinstance(data, ImageDataset) and len(data) > 0
@@ -304,7 +322,11 @@ def test_paper_experiments_carry_table_iii_settings(compose_config) -> None:
         "Singh2023Revisiting_ConvNeXt-L-ConvStem",
         "Liu2023Comprehensive_Swin-L",
     )
-    assert len(instantiate(imagenet.dataset)) == 20
+    assert imagenet.dataset._target_.endswith("imagenet.imagenet")
+    assert (
+        len(instantiate(compose_config("experiment=fast_preemption_imagenet", "dataset=imagenet_samples").dataset))
+        == 20
+    )
     instantiate_error(cifar.dataset, DatasetNotFoundError)
 
 

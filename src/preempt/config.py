@@ -17,9 +17,12 @@ def project_root() -> str:
 
 
 def register_resolvers() -> None:
-    """`${div:8,255}` writes eps as the papers do; `${project_root:}` anchors default paths."""
+    """`${div:8,255}` writes eps as the papers do; `${mul:${seed},100}` gives each seed its own data slice;
+    `${project_root:}` anchors default paths."""
     if not OmegaConf.has_resolver("div"):
         OmegaConf.register_new_resolver("div", lambda a, b: float(a) / float(b))
+    if not OmegaConf.has_resolver("mul"):
+        OmegaConf.register_new_resolver("mul", lambda a, b: a * b)
     if not OmegaConf.has_resolver("project_root"):
         OmegaConf.register_new_resolver("project_root", project_root)
 

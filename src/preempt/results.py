@@ -144,6 +144,8 @@ def attack_name(attack: dict) -> str:
         estimators += ["EOT"] if attack.get("eot_samples", 1) > 1 else []
         name = "+".join(estimators) or "GradientDescent"
         name += " (learned g′)" if approximation == "learned" else ""
+    if attack.get("attacks"):
+        name += f" ({', '.join(attack['attacks'])})"
     return name + (" targeted" if attack.get("targeted") else "")
 
 

@@ -17,6 +17,7 @@ from hydra.errors import InstantiationException
 from hydra.utils import get_object, instantiate
 from omegaconf import DictConfig, OmegaConf
 
+from preempt.datasets.base import ImageDataset
 from preempt.defenses.base import NoDefense
 from preempt.evaluation import EvaluationDataModule, PreemptiveEvaluation
 from preempt.evaluation.protection_cache import ProtectionCache, protection_fingerprint
@@ -230,6 +231,33 @@ def task_overrides() -> list[str]:
     return list(HydraConfig.get().overrides.task) if HydraConfig.initialized() else []
 
 
+def evaluation_module(
+    cfg: DictConfig, config: dict, dataset: ImageDataset, shared: SharedModels
+) -> PreemptiveEvaluation:
+    """The test loop's module: every part built and bound to its models (from `shared`), each model checked
+    against the dataset as soon as it is built."""
+    models = instantiate_models(cfg, shared)
+    check_models_fit_dataset(models, dataset)
+    reversion = instantiate_reversion(cfg, config, shared)
+    check_models_fit_dataset(reversion_models(reversion), dataset)
+    receiver_defense = bind_score_model(instantiate(cfg.receiver_defense), config, dataset.image_shape)
+    score_model = getattr(receiver_defense, "score_model", None)
+    return PreemptiveEvaluation(
+        **models,
+        defense=bind_robustifier(instantiate(cfg.defense), config, models["backbone"]),
+        attack=bind_approximator(instantiate(cfg.attack), config),
+        num_classes=dataset.num_classes,
+        seed=cfg.seed,
+        transmit_8bit=cfg.transmit_8bit,
+        receiver_defense=receiver_defense,
+        oblivious=cfg.threat.oblivious,
+        reversion=bind_score_model(reversion, config, dataset.image_shape, score_model),
+        speed=config["speed"],
+        per_sample_randomness=cfg.randomness == "per_sample",
+        protection_cache=protection_cache(config),
+    )
+
+
 def evaluate(cfg: DictConfig) -> dict | None:
     """Run protect -> attack -> score; returns the results on the global-zero process, None elsewhere.
 
@@ -255,27 +283,7 @@ def evaluate(cfg: DictConfig) -> dict | None:
     dataset = instantiate(cfg.dataset)
     check_parts_fit_dataset(config, dataset)
     check_every_process_gets_a_batch(len(dataset), cfg.batch_size, expected_processes(config["trainer"]))
-    shared = SharedModels()
-    models = instantiate_models(cfg, shared)
-    check_models_fit_dataset(models, dataset)
-    reversion = instantiate_reversion(cfg, config, shared)
-    check_models_fit_dataset(reversion_models(reversion), dataset)
-    receiver_defense = bind_score_model(instantiate(cfg.receiver_defense), config, dataset.image_shape)
-    score_model = getattr(receiver_defense, "score_model", None)
-    module = PreemptiveEvaluation(
-        **models,
-        defense=bind_robustifier(instantiate(cfg.defense), config, models["backbone"]),
-        attack=bind_approximator(instantiate(cfg.attack), config),
-        num_classes=dataset.num_classes,
-        seed=cfg.seed,
-        transmit_8bit=cfg.transmit_8bit,
-        receiver_defense=receiver_defense,
-        oblivious=cfg.threat.oblivious,
-        reversion=bind_score_model(reversion, config, dataset.image_shape, score_model),
-        speed=config["speed"],
-        per_sample_randomness=cfg.randomness == "per_sample",
-        protection_cache=protection_cache(config),
-    )
+    module = evaluation_module(cfg, config, dataset, SharedModels())
     datamodule = EvaluationDataModule(dataset, batch_size=cfg.batch_size, num_workers=cfg.num_workers)
     loggers = instantiate_loggers(cfg)
     failures = RankFailureReport(output_dir / ".rank_failures")

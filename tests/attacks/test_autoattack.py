@@ -80,3 +80,29 @@ def test_square_beating_the_white_box_attacks_is_reported(digits_models, digits_
     attack(x[:16], y[:16])
     assert attack.square_beat_white_box
     assert not AutoAttack(masked, eps=0.2).square_beat_white_box
+
+
+def test_a_subset_of_the_versions_attacks_runs_only_those(digits_models, digits_batch, monkeypatch) -> None:
+    """`attacks: [apgd-ce, apgd-t]` keeps the standard version's settings and runs those two only."""
+    from pyautoattack import AutoAttack as PackageAutoAttack
+
+    ran = []
+    evaluate = PackageAutoAttack.run_standard_evaluation
+
+    def recorded(self, *args, **kwargs):
+        ran.append((list(self.attacks_to_run), self.apgd_targeted.n_target_classes))
+        return evaluate(self, *args, **kwargs)
+
+    monkeypatch.setattr(PackageAutoAttack, "run_standard_evaluation", recorded)
+    x, y = digits_batch
+    mlp = digits_models["digits_mlp"]
+    torch.manual_seed(0)
+    x_adv = AutoAttack(mlp, eps=0.2, attacks=["apgd-ce", "apgd-t"])(x[:16], y[:16])
+    assert ran == [(["apgd-ce", "apgd-t"], 9)]
+    assert_in_budget(x_adv, x[:16], 0.2, "Linf")
+    assert accuracy(mlp, x_adv, y[:16]) <= 0.05
+
+
+def test_an_attack_outside_the_version_is_refused_naming_the_versions_attacks(resnet18) -> None:
+    with pytest.raises(ValueError, match="apgd-dlr"):
+        AutoAttack(resnet18, eps=EPS, version="rand", attacks=["square"])

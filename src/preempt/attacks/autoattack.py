@@ -13,6 +13,8 @@ from preempt.attacks.base import Attack
 from preempt.constraints import ARBITRARY_TYPES, Eps, Norm
 
 PACKAGE_LOGGER = "auto-attack"
+# The attacks each version runs, in the package's order (AutoAttack.set_version).
+VERSION_ATTACKS = {"standard": ("apgd-ce", "apgd-t", "fab-t", "square"), "rand": ("apgd-ce", "apgd-dlr")}
 # The package's own words when Square beats its white-box attacks (checks.check_square_sr).
 SQUARE_MESSAGE = "Square Attack has decreased the robust accuracy"
 
@@ -41,10 +43,23 @@ class AutoAttack(Attack):
 
     @validate_call(config=ARBITRARY_TYPES)
     def __init__(
-        self, model: nn.Module | None, eps: Eps, norm: Norm = "Linf", version: Literal["standard", "rand"] = "standard"
+        self,
+        model: nn.Module | None,
+        eps: Eps,
+        norm: Norm = "Linf",
+        version: Literal["standard", "rand"] = "standard",
+        attacks: list[str] | None = None,
     ) -> None:
         super().__init__(model, eps, norm)
+        if attacks is not None:
+            unknown = [attack for attack in attacks if attack not in VERSION_ATTACKS[version]]
+            if unknown or not attacks:
+                raise ValueError(
+                    f"attack.attacks={attacks}: the {version} version runs {VERSION_ATTACKS[version]}; "
+                    f"list some of those (or null for all)"
+                )
         self.version = version
+        self.attacks = attacks
         self.package_warnings: list[str] = []
 
     @property
@@ -57,6 +72,8 @@ class AutoAttack(Attack):
         adversary = PackageAutoAttack(
             self.model, eps=self.eps, norm=self.norm, version=self.version, device=x.device, seed=torch.initial_seed()
         )
+        if self.attacks is not None:  # the version's settings, fewer of its attacks
+            adversary.attacks_to_run = list(self.attacks)
         package_logger = logging.getLogger(PACKAGE_LOGGER)
         handler, propagate = WarningCollector(), package_logger.propagate
         package_logger.addHandler(handler)

@@ -1,0 +1,1 @@
+"""Both papers' tables and figures: presets, sweeps, the runs that fill them, and their rendering."""

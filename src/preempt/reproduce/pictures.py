@@ -1,0 +1,375 @@
+"""`python -m preempt.reproduce.pictures OUT_DIR [overrides]`: the Fast Preemption paper's perturbation pictures.
+
+Figure 4 (`figure4_perturbations.png`): for the dataset's first images, the original x, the protected x^r, the
+protection's δ_Gray (Eq. 14), the attack's adversarial example made against the victim on the original x and its
+δ_Gray, and whether the protected image then survives the same attack ("Success") or not ("Failure").
+Figure 5 (`figure5_reversion.png`): the same images protected by two runs of the same defense settings with
+different seeds (the paper's point: mostly the same perturbation, which is what Preemptive Reversion exploits),
+and what is left of the perturbation (reverted − original) after Preemptive Reversion, white-box and black-box.
+`pictures.json` holds every number the pictures show.
+
+Everything is built from conf/main.yaml with the overrides, as `src/main.py` builds a run: the test loop's module
+(`PreemptiveEvaluation`) gives the sender's labels, the protection, the attack on the victim and the reversions,
+and torch is seeded as the loop seeds a batch of exactly these images, so a rerun draws the same pictures (with
+`transmit_8bit=true` the protected images are the 8-bit ones a run sends). The reversions are
+`reversion=preemptive_reversion` and `reversion=preemptive_reversion_black_box` (a `reversion=` override is
+replaced; `reversion.*` settings apply to both).
+"""
+
+from __future__ import annotations
+
+import argparse
+import contextlib
+from collections.abc import Iterator
+from pathlib import Path
+
+import lightning as L
+import torch
+import torch.nn.functional as F
+from hydra import compose
+from hydra.core.hydra_config import HydraConfig
+from hydra.errors import HydraException
+from hydra.utils import instantiate
+from omegaconf import DictConfig, OmegaConf, open_dict
+from torch import Tensor
+from torchmetrics.functional.image import structural_similarity_index_measure
+
+from preempt.attacks.base import random_targets
+from preempt.datasets.base import ImageDataset
+from preempt.evaluation.module import PreemptiveEvaluation, seed_batch, to_8bit
+from preempt.randomness import per_sample_streams
+from preempt.reproduce.runs import composer
+from preempt.results import write_json_atomically
+from preempt.reversions.base import revert
+from preempt.run import SharedModels, one_line_refusals
+from preempt.run import evaluation_module as build_evaluation_module
+from preempt.threat import distance
+from preempt.validation import (
+    ConfigError,
+    check_parts_fit_dataset,
+    validate_config,
+)
+
+NTSC_WEIGHTS = (0.299, 0.587, 0.114)  # Eq. 14: the NTSC luma of the red, green and blue channels
+FIGURE4_FILE = "figure4_perturbations.png"
+FIGURE5_FILE = "figure5_reversion.png"
+NUMBERS_FILE = "pictures.json"
+REVERSIONS = ("preemptive_reversion", "preemptive_reversion_black_box")  # Figure 5's columns, as conf/reversion/
+DIGITS = 4  # decimals kept in pictures.json, so reruns compare equal as text
+
+
+def ntsc_gray(delta: Tensor, eps: float) -> Tensor:
+    """Eq. 14: δ_RGB = (δ + ε)/(2ε) maps the budget [−ε, ε] to [0, 1], then the NTSC luma 0.299R + 0.587G + 0.114B
+    (a 1-channel δ is its δ_RGB). (..., C, H, W) → (..., H, W); a δ beyond ±ε falls outside [0, 1]."""
+    scaled = (delta + eps) / (2 * eps)
+    channels = delta.shape[-3]
+    if channels == 1:
+        return scaled[..., 0, :, :]
+    if channels != len(NTSC_WEIGHTS):
+        raise ValueError(f"δ_Gray takes 1 or 3 channels (C, H, W), got {channels}")
+    weights = torch.tensor(NTSC_WEIGHTS, dtype=delta.dtype, device=delta.device)
+    return torch.einsum("...chw,c->...hw", scaled, weights)
+
+
+def perturbation_similarity(first: Tensor, second: Tensor) -> dict[str, Tensor]:
+    """Per image: the cosine of the two perturbations, and among the pixels both move, the share they move the
+    same way (a random sign pattern scores about 0 and 0.5)."""
+    a, b = first.flatten(1), second.flatten(1)
+    both_move = (a != 0) & (b != 0)
+    agreeing = (a.sign() == b.sign()) & both_move
+    return {
+        "cosine": F.cosine_similarity(a, b, dim=1, eps=1e-12),
+        "sign_agreement": agreeing.sum(dim=1) / both_move.sum(dim=1).clamp_min(1),
+    }
+
+
+def rounded(values: Tensor | float) -> list | float:
+    """Numbers for pictures.json, at `DIGITS` decimals."""
+    return torch.as_tensor(values, dtype=torch.float64).cpu().round(decimals=DIGITS).tolist()
+
+
+@contextlib.contextmanager
+def composed(overrides: list[str], out_dir: Path) -> Iterator[dict[str, DictConfig]]:
+    """conf/main.yaml with the overrides, once per Preemptive Reversion of Figure 5 (keyed by its option). Hydra's
+    choices are set while in use, so refusals name the option the user picked."""
+    configs = {}
+    with composer():
+        for option in REVERSIONS:
+            try:
+                cfg = compose(
+                    config_name="main", overrides=[*overrides, f"reversion={option}"], return_hydra_config=True
+                )
+            except HydraException as error:
+                message = str(error).split("\nConfig search path")[0].replace("\n\t", " ").replace("\n\n", ". ")
+                raise ConfigError(f"{message.strip()} (overrides are key=value or group=option)") from None
+            HydraConfig.instance().set_config(cfg)
+            with open_dict(cfg):
+                del cfg["hydra"]
+                cfg.paths.output_dir = str(out_dir)
+            configs[option] = cfg
+        try:
+            yield configs
+        finally:
+            HydraConfig.instance().cfg = None
+
+
+def evaluation_module(cfg: DictConfig, shared: SharedModels, dataset: ImageDataset) -> PreemptiveEvaluation:
+    """The test loop's module for this config, built as `preempt.run.evaluate` builds it (models from `shared`)."""
+    config = OmegaConf.to_container(cfg, resolve=True)
+    check_parts_fit_dataset(config, dataset)
+    return build_evaluation_module(cfg, config, dataset, shared)
+
+
+@contextlib.contextmanager
+def seeded(module: PreemptiveEvaluation, seed: int, index: Tensor) -> Iterator[None]:
+    """Torch as the test loop seeds the batch of these images (`test_step`), so each stage repeats on its own."""
+    seed_batch(seed, int(index[0]))
+    streams = per_sample_streams(seed, index) if module.per_sample_randomness else contextlib.nullcontext()
+    with streams:
+        yield
+
+
+def per_image(columns: dict[str, list]) -> list[dict]:
+    """Columns of per-image values as one record per image."""
+    return [dict(zip(columns, values, strict=True)) for values in zip(*columns.values(), strict=True)]
+
+
+def protect(module: PreemptiveEvaluation, x: Tensor, y: Tensor, index: Tensor, seed: int) -> tuple[Tensor, Tensor]:
+    """The sender's labels and the protected images it sends, as a run with this seed protects this batch."""
+    with seeded(module, seed, index):
+        labels = module.labels(x, y, index)
+        protected, _ = module.protect(x, labels)
+    return labels, to_8bit(protected) if module.transmit_8bit else protected
+
+
+def figure4_numbers(module: PreemptiveEvaluation, x: Tensor, y: Tensor, index: Tensor) -> tuple[dict, list[dict]]:
+    """Protect, then attack the originals and the protected images in one batch; the tensors drawn and each
+    image's numbers."""
+    labels, protected = protect(module, x, y, index, module.seed)
+    with seeded(module, module.seed, index.repeat(2)):  # each original and its protection: one sample's stream
+        target = random_targets(y.repeat(2), module.num_classes) if module.attack.targeted else None
+        attacked = module.run_attack(torch.cat([x, protected]), y.repeat(2), target)
+    attacked_original, attacked_protected = attacked.chunk(2)
+    survived = module.predict(attacked_protected) == y
+    numbers = per_image(
+        {
+            "index": index.tolist(),
+            "label": y.tolist(),
+            "sender_label": labels.tolist(),
+            "victim_original": module.predict(x).tolist(),
+            "victim_protected": module.predict(protected).tolist(),
+            "victim_attacked_original": module.predict(attacked_original).tolist(),
+            "victim_attacked_protected": module.predict(attacked_protected).tolist(),
+            "ssim": rounded(structural_similarity_index_measure(protected, x, data_range=1.0, reduction="none")),
+            "linf_protection": rounded(distance(protected, x, "Linf")),
+            "linf_attack": rounded(distance(attacked_original, x, "Linf")),
+            "cosine_protection_attack": rounded(
+                perturbation_similarity(protected - x, attacked_original - x)["cosine"]
+            ),
+            "success": survived.tolist(),
+        }
+    )
+    tensors = {
+        "protected": protected,
+        "attacked_original": attacked_original,
+        "attacked_protected": attacked_protected,
+    }
+    return tensors, numbers
+
+
+def figure5_numbers(
+    modules: dict[str, PreemptiveEvaluation], x: Tensor, y: Tensor, index: Tensor, protected: Tensor
+) -> tuple[dict, dict]:
+    """A second protection with the next seed, and each Preemptive Reversion of the first; tensors and numbers."""
+    sender = modules[REVERSIONS[0]]
+    second_seed = sender.seed + 1
+    _, protected_again = protect(sender, x, y, index, second_seed)
+    similarity = perturbation_similarity(protected - x, protected_again - x)
+    protection_l2 = distance(protected, x, "L2")
+    reverted, reversions = {}, {}
+    for option, module in modules.items():
+        with seeded(module, module.seed, index):
+            reverted[option] = revert(module.reversion, protected, y, index)
+        left_l2 = distance(reverted[option], x, "L2")
+        erased = 1 - left_l2 / protection_l2.clamp_min(1e-12)
+        reversions[option] = {
+            "knowledge": module.reversion.knowledge,
+            "mean_erased": rounded(erased.mean()),
+            "images": per_image(
+                {
+                    "l2_protected_to_original": rounded(protection_l2),
+                    "l2_reverted_to_original": rounded(left_l2),
+                    "linf_reverted_to_original": rounded(distance(reverted[option], x, "Linf")),
+                    "erased": rounded(erased),
+                    "victim_reverted": module.predict(reverted[option]).tolist(),
+                }
+            ),
+        }
+    numbers = {
+        "seeds": [sender.seed, second_seed],
+        "two_runs": {
+            "mean_cosine": rounded(similarity["cosine"].mean()),
+            "mean_sign_agreement": rounded(similarity["sign_agreement"].mean()),
+            "images": per_image(
+                {"cosine": rounded(similarity["cosine"]), "sign_agreement": rounded(similarity["sign_agreement"])}
+            ),
+        },
+        "reversions": reversions,
+    }
+    return {"protected_again": protected_again, "reverted": reverted}, numbers
+
+
+def shown(image: Tensor) -> tuple:
+    """An image tensor as imshow takes it, with its color map."""
+    if image.dim() == 2 or image.shape[0] == 1:
+        return image.reshape(image.shape[-2:]).cpu().numpy(), "gray"
+    return image.permute(1, 2, 0).cpu().numpy(), None
+
+
+def draw_grid(rows: list[list[tuple[Tensor, str]]], columns: list[str], title: str, out: Path) -> Path:
+    """One row per image: each panel its picture (an image, or a δ_Gray in gray) and its caption."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    figure, axes = plt.subplots(len(rows), len(columns), figsize=(2.2 * len(columns), 2.3 * len(rows) + 0.7))
+    axes = axes.reshape(len(rows), len(columns))
+    for row, panels in enumerate(rows):
+        for column, (picture, caption) in enumerate(panels):
+            pixels, cmap = shown(picture)
+            axis = axes[row][column]
+            axis.imshow(pixels, cmap=cmap, vmin=0, vmax=1)
+            axis.set(xticks=[], yticks=[])
+            axis.set_xlabel(caption, fontsize=8)
+    for column, name in enumerate(columns):
+        axes[0][column].set_title(name, fontsize=9)
+    figure.suptitle(title, fontsize=10)
+    figure.tight_layout()
+    figure.savefig(out, dpi=120)
+    plt.close(figure)
+    return out
+
+
+def draw_figure4(x: Tensor, tensors: dict, images: list[dict], eps: float, attack: str, out: Path) -> Path:
+    protection_gray = ntsc_gray(tensors["protected"] - x, eps)
+    attack_gray = ntsc_gray(tensors["attacked_original"] - x, eps)
+    rows = [
+        [
+            (x[i], f"label {image['label']}, victim {image['victim_original']}"),
+            (tensors["protected"][i], f"SSIM {image['ssim']:.3f}, victim {image['victim_protected']}"),
+            (protection_gray[i], f"L∞ {image['linf_protection']:.3g}"),
+            (tensors["attacked_original"][i], f"victim {image['victim_attacked_original']}"),
+            (attack_gray[i], f"cos with protection {image['cosine_protection_attack']:.2f}"),
+            (
+                tensors["attacked_protected"][i],
+                f"{'Success' if image['success'] else 'Failure'}: victim {image['victim_attacked_protected']}",
+            ),
+        ]
+        for i, image in enumerate(images)
+    ]
+    columns = ["original x", "protected x^r", "δ_Gray protection", f"{attack} on x", f"δ_Gray {attack}"]
+    columns.append(f"{attack} on x^r")
+    mean_ssim = sum(image["ssim"] for image in images) / len(images)
+    survived = sum(image["success"] for image in images)
+    title = (
+        f"Figure 4: Fast Preemption vs {attack} on the victim (ε={eps:.4g}): mean SSIM {mean_ssim:.3f}, "
+        f"{survived}/{len(images)} protected images survive"
+    )
+    return draw_grid(rows, columns, title, out)
+
+
+def draw_figure5(x: Tensor, protected: Tensor, tensors: dict, numbers: dict, eps: float, out: Path) -> Path:
+    runs, reversions = numbers["two_runs"], numbers["reversions"]
+    first_seed, second_seed = numbers["seeds"]
+    rows = []
+    for i, run in enumerate(runs["images"]):
+        panels = [
+            (x[i], "original"),
+            (ntsc_gray(protected[i] - x[i], eps), "δ_Gray before reversion"),
+            (
+                ntsc_gray(tensors["protected_again"][i] - x[i], eps),
+                f"cos {run['cosine']:.2f}, signs agree {run['sign_agreement']:.0%}",
+            ),
+        ]
+        for option, reverted in tensors["reverted"].items():
+            erased = reversions[option]["images"][i]["erased"]
+            panels.append((ntsc_gray(reverted[i] - x[i], eps), f"{erased:.0%} of ‖δ‖₂ erased"))
+        rows.append(panels)
+    columns = ["original x", f"δ run 1 (seed {first_seed})", f"δ run 2 (seed {second_seed})"]
+    columns += [f"δ after {entry['knowledge']} reversion" for entry in reversions.values()]
+    erased = ", ".join(f"{entry['knowledge']} erases {entry['mean_erased']:.0%}" for entry in reversions.values())
+    title = (
+        f"Figure 5: two runs, same settings: cosine {runs['mean_cosine']:.2f}, signs agree "
+        f"{runs['mean_sign_agreement']:.0%}; Preemptive Reversion (x̃ − x): {erased}"
+    )
+    return draw_grid(rows, columns, title, out)
+
+
+def prepared(configs: dict[str, DictConfig], n_images: int) -> tuple[dict[str, PreemptiveEvaluation], ImageDataset]:
+    """The validated configs' modules (sharing their models) on the device, and the dataset; as a run, every
+    check comes before any model is built."""
+    for cfg in configs.values():
+        for warning in validate_config(cfg):
+            print(f"warning: {warning}")
+    sender_cfg = configs[REVERSIONS[0]]
+    L.seed_everything(sender_cfg.seed, workers=True, verbose=False)
+    dataset = instantiate(sender_cfg.dataset)
+    if not 1 <= n_images <= len(dataset):
+        raise ConfigError(f"--images {n_images}: the dataset holds {len(dataset)} images; pick 1 to {len(dataset)}")
+    device = torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    shared = SharedModels()
+    return {option: evaluation_module(cfg, shared, dataset).to(device) for option, cfg in configs.items()}, dataset
+
+
+def first_images(dataset: ImageDataset, n_images: int, device: torch.device) -> tuple[Tensor, Tensor, Tensor]:
+    """Images, labels and sample indices of the dataset's first `n_images`."""
+    return tuple(tensor[:n_images].to(device) for tensor in (dataset.images, dataset.labels, dataset.indices))
+
+
+def draw_pictures(configs: dict[str, DictConfig], out_dir: Path, n_images: int, overrides: list[str]) -> dict:
+    """Both figures and pictures.json for the first `n_images` images of the configured dataset."""
+    modules, dataset = prepared(configs, n_images)
+    sender = modules[REVERSIONS[0]]
+    x, y, index = first_images(dataset, n_images, sender.device)
+    sender_cfg = configs[REVERSIONS[0]]
+    eps = float(sender_cfg.threat.eps)
+    attack = type(sender.attack).__name__
+    tensors4, images = figure4_numbers(sender, x, y, index)
+    tensors5, numbers5 = figure5_numbers(modules, x, y, index, tensors4["protected"])
+    out_dir.mkdir(parents=True, exist_ok=True)
+    draw_figure4(x, tensors4, images, eps, attack, out_dir / FIGURE4_FILE)
+    draw_figure5(x, tensors4["protected"], tensors5, numbers5, eps, out_dir / FIGURE5_FILE)
+    numbers = {
+        "overrides": overrides,
+        "dataset": dataset.name,
+        "eps": eps,
+        "norm": sender_cfg.threat.norm,
+        "attack": attack,
+        "figure4": {
+            "mean_ssim": rounded(sum(image["ssim"] for image in images) / n_images),
+            "success_rate": rounded(sum(image["success"] for image in images) / n_images),
+            "images": images,
+        },
+        "figure5": numbers5,
+    }
+    write_json_atomically(numbers, out_dir / NUMBERS_FILE)
+    return numbers
+
+
+def main(argv: list[str] | None = None) -> None:
+    parser = argparse.ArgumentParser(prog="python -m preempt.reproduce.pictures", description=__doc__.split("\n\n")[0])
+    parser.add_argument("out_dir", type=Path, help=f"where {FIGURE4_FILE}, {FIGURE5_FILE} and {NUMBERS_FILE} go")
+    parser.add_argument(
+        "overrides", nargs="*", help="Hydra overrides of conf/main.yaml, e.g. experiment=cifar10_resnet18"
+    )
+    parser.add_argument("--images", type=int, default=4, help="how many of the dataset's first images (default 4)")
+    arguments = parser.parse_args(argv)
+    with one_line_refusals(), composed(arguments.overrides, arguments.out_dir) as configs:
+        draw_pictures(configs, arguments.out_dir, arguments.images, arguments.overrides)
+    for name in (FIGURE4_FILE, FIGURE5_FILE, NUMBERS_FILE):
+        print(arguments.out_dir / name)
+
+
+if __name__ == "__main__":
+    main()

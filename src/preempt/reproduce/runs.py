@@ -1,0 +1,156 @@
+"""Which runs a table needs, which of them finished, and the Hydra multirun that computes the rest.
+
+A run is known by its fingerprint (`results.run_fingerprint`: the resolved config without paths, names and
+logging), computed here by composing the cell's config exactly as `src/main.py` would. So a finished run is
+found wherever it was written, a run that two tables share is computed once, and a cell whose settings changed
+since is run again rather than reported from stale files.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import time
+from collections.abc import Iterator
+from dataclasses import dataclass
+from pathlib import Path
+
+from hydra import compose, initialize_config_dir
+from hydra.core.global_hydra import GlobalHydra
+from hydra.core.hydra_config import HydraConfig
+from hydra.utils import get_object
+from omegaconf import OmegaConf, open_dict
+
+from preempt.config import project_root, register_resolvers
+from preempt.reproduce.tables import Row, Scale, Table, cell_overrides
+from preempt.results import RESULTS_FILE, run_fingerprint
+from preempt.validation import MODEL_ROLES, validate_config
+
+ROOT = Path(project_root())
+CONF_DIR = ROOT / "conf"
+# How every reproduction run is launched: results found by fingerprint, protections shared across attacks, no
+# progress bars or config trees in the log, CSV metrics beside results.json (W&B gets the rendered tables).
+RUN_SETTINGS = (
+    "skip_finished=true",
+    "protection_cache=true",
+    "print_config=false",
+    "trainer.enable_progress_bar=false",
+    "logger=csv",
+)
+
+
+@dataclass(frozen=True)
+class Cell:
+    """One row under one named run; `fingerprints` maps each seed to the run it needs."""
+
+    table: str
+    row: str
+    run: str
+    overrides: tuple[str, ...]
+    fingerprints: dict[int, str]
+
+    @property
+    def folder(self) -> str:
+        return f"{self.table}/{self.row}/{self.run}"
+
+
+@contextlib.contextmanager
+def composer() -> Iterator[None]:
+    """Hydra's compose API on conf/, with its runtime config set so `${hydra:...}` paths resolve."""
+    register_resolvers()
+    GlobalHydra.instance().clear()
+    with initialize_config_dir(config_dir=str(CONF_DIR), version_base="1.3"):
+        yield
+    HydraConfig.instance().cfg = None
+
+
+def fingerprints(overrides: list[str], seeds: list[int]) -> tuple[dict[int, str], list[Path]]:
+    """The fingerprint `src/main.py` would record for these overrides at each seed (inside `composer()`), and the
+    checkpoint files its models need that are not in place. Composed and validated once: a seed changes only
+    `seed` and what interpolates it (the quick scale's data slice)."""
+    cfg = compose(config_name="main", overrides=[*overrides, f"seed={seeds[0]}"], return_hydra_config=True)
+    HydraConfig.instance().set_config(cfg)
+    with open_dict(cfg):
+        del cfg["hydra"]
+        cfg.paths.output_dir = "unused"
+    validate_config(cfg)
+    found = {}
+    for seed in seeds:
+        cfg.seed = seed
+        found[seed] = run_fingerprint(OmegaConf.to_container(cfg, resolve=True))
+    return found, missing_checkpoints(OmegaConf.to_container(cfg, resolve=True))
+
+
+def missing_checkpoints(config: dict) -> list[Path]:
+    """The RobustBench checkpoints the run's models would load that are not under paths.model_dir."""
+    from preempt.models.robustbench import checkpoint_path, load_robustbench_model
+
+    nodes = [config[role] for role in MODEL_ROLES]
+    paths = [
+        checkpoint_path(node["name"], node["dataset"], node["threat_model"], node["model_dir"])
+        for node in nodes
+        if get_object(node["_target_"]) is load_robustbench_model
+    ]
+    return [path for path in dict.fromkeys(paths) if not path.is_file()]
+
+
+def table_cells(table: Table, scale: Scale, extra: list[str] = ()) -> tuple[list[Cell], dict[str, list[str]]]:
+    """Every cell of the table at this scale, with the fingerprint of each seed's run (inside `composer()`), and
+    what stops cells from running: each bad setting or missing checkpoint, with the cells it stops. Every cell is
+    tried first, so one message names them all. `extra` overrides go last, into every cell (the machine's paths,
+    its trainer)."""
+    cells, problems = [], {}
+    for row in table.rows_at(scale):
+        for run in table.used_runs():
+            where = f"{table.name}: row {row.key}, run {run}"
+            try:
+                overrides = [*cell_overrides(table, row, run, scale), *extra]
+                prints, files = fingerprints(overrides, table.seeds[scale])
+            except Exception as error:
+                problems.setdefault(str(error).split("\nConfig search path")[0].strip(), []).append(where)
+                continue
+            for path in files:
+                problems.setdefault(f"{path} is missing: place the RobustBench checkpoint there", []).append(where)
+            cells.append(Cell(table.name, row.key, run, tuple(overrides), prints))
+    return cells, problems
+
+
+def finished_runs(log_dir: Path) -> dict[str, Path]:
+    """fingerprint -> results.json for every finished run under `log_dir` (the newest when one ran twice)."""
+    found: dict[str, tuple[str, Path]] = {}
+    for path in sorted(Path(log_dir).rglob(RESULTS_FILE)) if Path(log_dir).is_dir() else []:
+        try:
+            run = json.loads(path.read_text())["run"]
+        except (OSError, ValueError, KeyError, TypeError):
+            continue
+        stamp = run.get("finished_at", "")
+        if run.get("fingerprint") and stamp >= found.get(run["fingerprint"], ("", path))[0]:
+            found[run["fingerprint"]] = (stamp, path)
+    return {key: path for key, (_, path) in found.items()}
+
+
+def missing_seeds(cell: Cell, finished: dict[str, Path]) -> list[int]:
+    return [seed for seed, key in cell.fingerprints.items() if key not in finished]
+
+
+def multirun_arguments(cell: Cell, seeds: list[int], runs_dir: Path) -> list[str]:
+    """src/main.py's arguments for the cell's multirun over its missing seeds, in a fresh time-stamped folder."""
+    sweep_dir = runs_dir / cell.folder / time.strftime("%Y-%m-%d_%H-%M-%S")
+    return [
+        "-m",
+        *cell.overrides,
+        f"seed={','.join(str(seed) for seed in seeds)}",
+        *RUN_SETTINGS,
+        f"paths.log_dir={runs_dir}",
+        f"hydra.sweep.dir={sweep_dir}",
+        "hydra.sweep.subdir=seed${seed}",
+    ]
+
+
+def cell_results(cell: Cell, finished: dict[str, Path]) -> list[dict]:
+    """The finished results of a cell, one per seed that has one."""
+    return [json.loads(finished[key].read_text()) for key in cell.fingerprints.values() if key in finished]
+
+
+def row_of(table: Table, key: str) -> Row:
+    return next(row for row in table.rows if row.key == key)
