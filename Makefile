@@ -1,6 +1,7 @@
 # Two commands set everything up on a fresh machine: `make run` and `make test`.
 VENV ?= .venv
 SCALE ?= quick
+JOBS ?= 2
 PYTHON := $(VENV)/bin/python
 INSTALLED := $(VENV)/.installed
 
@@ -23,8 +24,8 @@ baseline: install  ## the same job without a defense, for comparison
 bench: install  ## Fast Preemption's speed on this device: floor, overhead, batch, N, options, Bi-Level, the loop
 	$(PYTHON) -m preempt.bench $(ARGS)
 
-reproduce-tables: install  ## both papers' tables and figures under outputs/tables/$(SCALE)/ (SCALE=quick|paper); run it again after a stop: nothing finished is recomputed
-	$(PYTHON) -m preempt.reproduce --scale $(SCALE) $(ARGS)
+reproduce-tables: install  ## both papers' tables and figures under outputs/tables/$(SCALE)/ (SCALE=quick|paper, JOBS tables at a time); run it again after a stop: nothing finished is recomputed
+	$(PYTHON) -m preempt.reproduce --scale $(SCALE) --jobs $(JOBS) $(ARGS)
 
 test: install  ## the whole suite (CPU, offline); CI runs exactly this
 	$(PYTHON) -m pytest

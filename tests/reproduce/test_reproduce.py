@@ -12,6 +12,9 @@ from pathlib import Path
 import pytest
 from conftest import ROOT
 
+from preempt.reproduce.__main__ import train_first_use_models
+from preempt.reproduce.runs import FIRST_USE_TRAINERS, Cell
+
 TABLES = Path(__file__).parent / "tables"
 
 
@@ -75,6 +78,17 @@ def test_a_tiny_table_runs_resumes_after_a_kill_and_renders(tmp_path: Path, zoo_
     again = subprocess.run(command(out, zoo_dir), cwd=ROOT, capture_output=True, text=True, timeout=300)
     assert "8 of 8 runs finished before; 0 to run" in again.stdout
     assert finished(out) == after
+
+
+def test_the_driver_trains_each_first_use_model_once_before_the_tables(tmp_path: Path, capsys) -> None:
+    node = {"_target_": FIRST_USE_TRAINERS[0], "architecture": "mlp", "epochs": 1, "cache_dir": str(tmp_path)}
+    shared = (json.dumps(node, sort_keys=True),)
+    cells = [Cell("t", row, "r", (), {0: row}, first_use=shared) for row in ("a", "b")]
+    train_first_use_models(cells)
+    assert len(list(tmp_path.glob("digits_mlp_std_*.pt"))) == 1
+    assert "1 model(s) the runs train on first use" in capsys.readouterr().out
+    train_first_use_models([Cell("t", "a", "r", (), {0: "a"})])  # nothing to train: nothing said
+    assert capsys.readouterr().out == ""
 
 
 def test_missing_checkpoints_at_the_paper_scale_are_named_before_anything_runs(tmp_path: Path) -> None:

@@ -1,12 +1,13 @@
 """The table files: each loads, every cell composes at both scales, and bad files are refused naming the key."""
 
+import json
 from pathlib import Path
 
 import pytest
 import yaml
 from hydra import compose
 
-from preempt.reproduce.runs import composer, table_cells
+from preempt.reproduce.runs import FIRST_USE_TRAINERS, composer, table_cells
 from preempt.reproduce.tables import SCALES, TABLES_DIR, cell_overrides, load_table, load_tables
 
 TINY = Path(__file__).parent / "tables" / "tiny.yaml"
@@ -38,7 +39,7 @@ def test_every_paper_table_has_a_file_that_loads() -> None:
 def test_every_cell_of_every_table_composes(scale: str) -> None:
     """The paper scale composes offline (its checkpoints are checked when it runs); the quick scale validates too,
     exactly as the runs will."""
-    tables = load_tables()
+    tables = [table for table in load_tables() if scale in table.scales]
     with composer():
         for table in tables:
             if scale == "quick":
@@ -63,6 +64,18 @@ def test_the_quick_scale_gives_each_seed_its_own_slice() -> None:
             offsets.append((cfg.dataset.offset, cfg.dataset.n_samples))
     assert offsets == [(0, 8), (8, 8)]
     assert len({key for cell in cells for key in cell.fingerprints.values()}) == 2 * 2 * 2
+
+
+def test_each_cell_names_the_models_its_runs_train_on_first_use() -> None:
+    """The driver trains these before the tables start: the digits models of every role, and the digits score model
+    only where DiffPure purifies (Table V's DiffPure column)."""
+    with composer():
+        cells, _ = table_cells(load_tables(["fast_preemption_table5"])[0], "quick")
+    for cell in cells:
+        targets = [json.loads(node)["_target_"] for node in cell.first_use]
+        assert set(targets) <= set(FIRST_USE_TRAINERS)
+        assert targets.count(FIRST_USE_TRAINERS[1]) == (cell.run == "diffpure"), cell.folder
+        assert targets.count(FIRST_USE_TRAINERS[0]) >= 2, cell.folder  # the backbone and the victim
 
 
 def broken(tmp_path: Path, change) -> Path:

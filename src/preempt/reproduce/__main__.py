@@ -62,8 +62,10 @@ def plan(tables: list[Table], scale: str, overrides: list[str]) -> dict[str, lis
 
 
 def last_error(log_file: Path) -> str:
-    """The failed run's own one-line reason (`error: ...`), or the last line of its traceback."""
-    lines = [line for line in log_file.read_text(errors="replace").splitlines() if line.strip()]
+    """The failed run's own one-line reason (`error: ...`), or the last line of its traceback, in the log's last
+    command (a log keeps the output of every invocation)."""
+    latest = log_file.read_text(errors="replace").rsplit("\n$ ", 1)[-1]
+    lines = [line for line in latest.splitlines() if line.strip()]
     reasons = [line for line in lines if line.startswith("error:")]
     return (reasons or lines or ["(empty log)"])[-1]
 
@@ -83,6 +85,7 @@ def run_missing(
     missing = sum(len(seeds) for table in todo.values() for _, seeds in table)
     multiruns = sum(len(table) for table in todo.values())
     print(f"{total - missing} of {total} runs finished before; {missing} to run in {multiruns} multiruns", flush=True)
+    train_first_use_models([cell for table in todo.values() for cell, _ in table])
     failed, done, started, lock = [], [], time.perf_counter(), threading.Lock()
     # Several processes share the cores: each gets its share of threads, unless OMP_NUM_THREADS says otherwise.
     threads = (
@@ -108,7 +111,9 @@ def run_missing(
 
     pool = ThreadPoolExecutor(max_workers=jobs)
     try:
-        for future in [pool.submit(run_table, table) for table, work in todo.items() if work]:
+        # The tables with the most runs first, so the last one to end is not a long one started last.
+        by_size = sorted((table for table, work in todo.items() if work), key=lambda table: -len(todo[table]))
+        for future in [pool.submit(run_table, table) for table in by_size]:
             future.result()
     except BaseException:
         # Stopped (Ctrl-C, SIGTERM): the table processes go too, or the pool would wait for them to finish.
@@ -118,6 +123,22 @@ def run_missing(
     finally:
         pool.shutdown(wait=True, cancel_futures=True)
     return failed
+
+
+def train_first_use_models(cells: list[Cell]) -> None:
+    """Load, or train and cache, every model the cells' runs train on first use, here, one after another with
+    every core. Left to the runs, two table processes would each train the same model side by side on their share
+    of the cores (the digits score model: 13 minutes on 2 cores, 21 on one)."""
+    from hydra.utils import instantiate
+
+    nodes = list(dict.fromkeys(node for cell in cells for node in cell.first_use))
+    if not nodes:
+        return
+    print(f"{len(nodes)} model(s) the runs train on first use: loading them, or training them here", flush=True)
+    started = time.perf_counter()
+    for node in nodes:
+        instantiate(json.loads(node))
+    print(f"    in place after {time.perf_counter() - started:.0f} s", flush=True)
 
 
 def run_batch(

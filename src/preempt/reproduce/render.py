@@ -18,14 +18,16 @@ CLAIM_HEADER = "paper's claim holds"
 
 @dataclass(frozen=True)
 class Stat:
-    """A cell over its runs, in the column's shown unit; `expected` runs were asked for."""
+    """A cell over its runs, in the column's shown unit: the values of the `runs` that finished (a run may not
+    log the metric: no attack has no success rate), of the `expected` runs asked for."""
 
     values: tuple[float, ...]
     expected: int
+    runs: int | None = None
 
     @property
     def complete(self) -> bool:
-        return len(self.values) == self.expected
+        return (len(self.values) if self.runs is None else self.runs) == self.expected
 
     @property
     def mean(self) -> float:
@@ -53,7 +55,7 @@ def cell_stat(results: list[dict], row: Row, column: Column, expected: int) -> S
         for result in results
         if all(key in result["metrics"] for key in metrics)
     ]
-    return Stat(tuple(values), expected)
+    return Stat(tuple(values), expected, runs=len(results))
 
 
 def fmt(value: float, column: Column) -> str:
@@ -65,10 +67,10 @@ def fmt(value: float, column: Column) -> str:
 
 
 def ours(stat: Stat | None, column: Column) -> str:
-    if stat is None or not stat.values:
+    if stat is None or (stat.complete and not stat.values):
         return "—"
     if not stat.complete:
-        return f"— ({len(stat.values)}/{stat.expected} runs)"
+        return f"— ({stat.runs}/{stat.expected} runs)"
     if len(stat.values) == 1:
         return fmt(stat.mean, column)
     return f"{fmt(stat.mean, column)} ± {fmt(stat.std, column)}"

@@ -22,9 +22,9 @@ from hydra.utils import get_object
 from omegaconf import OmegaConf, open_dict
 
 from preempt.config import project_root, register_resolvers
-from preempt.reproduce.tables import Row, Scale, Table, cell_overrides
+from preempt.reproduce.tables import Scale, Table, cell_overrides
 from preempt.results import RESULTS_FILE, run_fingerprint
-from preempt.validation import MODEL_ROLES, validate_config
+from preempt.validation import MODEL_ROLES, REVERSION_MODELS, validate_config
 
 ROOT = Path(project_root())
 CONF_DIR = ROOT / "conf"
@@ -37,6 +37,11 @@ RUN_SETTINGS = (
     "trainer.enable_progress_bar=false",
     "logger=csv",
 )
+# What the project's models that are trained on first use are built with (each caches under paths.cache_dir).
+FIRST_USE_TRAINERS = (
+    "preempt.models.digits_zoo.digits_model",
+    "preempt.score_models.digits.load_or_train_digits_score_model",
+)
 
 
 @dataclass(frozen=True)
@@ -48,6 +53,8 @@ class Cell:
     run: str
     overrides: tuple[str, ...]
     fingerprints: dict[int, str]
+    # The models its runs train on first use, as JSON configs (see `first_use_models`).
+    first_use: tuple[str, ...] = ()
 
     @property
     def folder(self) -> str:
@@ -64,10 +71,10 @@ def composer() -> Iterator[None]:
     HydraConfig.instance().cfg = None
 
 
-def fingerprints(overrides: list[str], seeds: list[int]) -> tuple[dict[int, str], list[Path]]:
+def fingerprints(overrides: list[str], seeds: list[int]) -> tuple[dict[int, str], dict]:
     """The fingerprint `src/main.py` would record for these overrides at each seed (inside `composer()`), and the
-    checkpoint files its models need that are not in place. Composed and validated once: a seed changes only
-    `seed` and what interpolates it (the quick scale's data slice)."""
+    resolved config of the last. Composed and validated once: a seed changes only `seed` and what interpolates it
+    (the quick scale's data slice)."""
     cfg = compose(config_name="main", overrides=[*overrides, f"seed={seeds[0]}"], return_hydra_config=True)
     HydraConfig.instance().set_config(cfg)
     with open_dict(cfg):
@@ -78,7 +85,7 @@ def fingerprints(overrides: list[str], seeds: list[int]) -> tuple[dict[int, str]
     for seed in seeds:
         cfg.seed = seed
         found[seed] = run_fingerprint(OmegaConf.to_container(cfg, resolve=True))
-    return found, missing_checkpoints(OmegaConf.to_container(cfg, resolve=True))
+    return found, OmegaConf.to_container(cfg, resolve=True)
 
 
 def missing_checkpoints(config: dict) -> list[Path]:
@@ -94,6 +101,19 @@ def missing_checkpoints(config: dict) -> list[Path]:
     return [path for path in dict.fromkeys(paths) if not path.is_file()]
 
 
+def first_use_models(config: dict) -> list[dict]:
+    """The configs of the models this run trains on first use and caches (the digits zoo, and the digits score
+    model where DiffPure purifies), so the driver can train each once, with every core, before any table starts."""
+    from preempt.receiver_defenses.diffpure import DiffPure
+
+    nodes = [config[role] for role in MODEL_ROLES]
+    nodes += [config["reversion"][key] for key in REVERSION_MODELS if config["reversion"].get(key)]
+    purifiers = [get_object(config[group]["_target_"]) for group in ("receiver_defense", "reversion")]
+    if any(isinstance(part, type) and issubclass(part, DiffPure) for part in purifiers):
+        nodes.append(config["score_model"])
+    return [node for node in nodes if node.get("_target_") in FIRST_USE_TRAINERS]
+
+
 def table_cells(table: Table, scale: Scale, extra: list[str] = ()) -> tuple[list[Cell], dict[str, list[str]]]:
     """Every cell of the table at this scale, with the fingerprint of each seed's run (inside `composer()`), and
     what stops cells from running: each bad setting or missing checkpoint, with the cells it stops. Every cell is
@@ -105,13 +125,14 @@ def table_cells(table: Table, scale: Scale, extra: list[str] = ()) -> tuple[list
             where = f"{table.name}: row {row.key}, run {run}"
             try:
                 overrides = [*cell_overrides(table, row, run, scale), *extra]
-                prints, files = fingerprints(overrides, table.seeds[scale])
+                prints, config = fingerprints(overrides, table.seeds[scale])
             except Exception as error:
                 problems.setdefault(str(error).split("\nConfig search path")[0].strip(), []).append(where)
                 continue
-            for path in files:
+            for path in missing_checkpoints(config):
                 problems.setdefault(f"{path} is missing: place the RobustBench checkpoint there", []).append(where)
-            cells.append(Cell(table.name, row.key, run, tuple(overrides), prints))
+            first_use = tuple(json.dumps(node, sort_keys=True) for node in first_use_models(config))
+            cells.append(Cell(table.name, row.key, run, tuple(overrides), prints, first_use))
     return cells, problems
 
 
@@ -150,7 +171,3 @@ def multirun_arguments(cell: Cell, seeds: list[int], runs_dir: Path) -> list[str
 def cell_results(cell: Cell, finished: dict[str, Path]) -> list[dict]:
     """The finished results of a cell, one per seed that has one."""
     return [json.loads(finished[key].read_text()) for key in cell.fingerprints.values() if key in finished]
-
-
-def row_of(table: Table, key: str) -> Row:
-    return next(row for row in table.rows if row.key == key)

@@ -162,7 +162,7 @@ def load_or_train_digits_score_model(
     seed: NonNegative = DEFAULT_RECIPE.seed,
 ) -> DigitsUNet:
     """The cached digits score model of this recipe, trained on the digits training split and cached first if
-    there is no intact one (a few minutes on two CPU cores)."""
+    there is no intact one (13 minutes on two CPU cores)."""
     recipe = ScoreModelRecipe(image_size, width, steps, batch_size, lr, ema_decay, seed)
     full = full_recipe(recipe)
     path = score_model_path(recipe, cache_dir)
