@@ -84,8 +84,9 @@ def fingerprints(overrides: list[str], seeds: list[int]) -> tuple[dict[int, str]
     found = {}
     for seed in seeds:
         cfg.seed = seed
-        found[seed] = run_fingerprint(OmegaConf.to_container(cfg, resolve=True))
-    return found, OmegaConf.to_container(cfg, resolve=True)
+        config = OmegaConf.to_container(cfg, resolve=True)
+        found[seed] = run_fingerprint(config)
+    return found, config
 
 
 def missing_checkpoints(config: dict) -> list[Path]:
