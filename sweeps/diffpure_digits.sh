@@ -26,5 +26,5 @@ run diffpure_digits_bpda receiver_defense=diffpure attack=bpda_eot attack.steps=
 for task in diffpure_digits diffpure_digits_eot diffpure_digits_bpda; do
   latest=$(ls -d "$log_dir/$task/multiruns/"* | tail -n 1)
   echo "== $task ($latest)"
-  $python -m preempt.results --over-seeds "$latest"
+  $python -m preempt.commands.results --over-seeds "$latest"
 done

@@ -8,7 +8,7 @@
 #   ablation_backbone    Table VII: four backbones against the PGD-trained LeNet victim (backbone=digits_lenet_at
 #                        is the white-box case, the others transfer)
 # PGD keeps each job to seconds on a CPU; pass attack=autoattack for the paper's attack, seed=0,1,2 for the spread
-# (then: python -m preempt.results outputs/ablation_* --over-seeds).
+# (then: python -m preempt.commands.results outputs/ablation_* --over-seeds).
 #   bash sweeps/digits_ablations.sh [extra overrides]      (LOG_DIR=... to write elsewhere than outputs/)
 set -euo pipefail
 cd "$(dirname "$0")/.."
@@ -39,5 +39,5 @@ for task in ablation_n_samples ablation_optimizer ablation_fore_back ablation_sc
   ablation_backbone; do
   latest=$(ls -d "$log_dir/$task/multiruns/"* | tail -n 1)
   echo "== $task ($latest)"
-  $python -m preempt.results "$latest"
+  $python -m preempt.commands.results "$latest"
 done

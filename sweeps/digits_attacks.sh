@@ -5,7 +5,7 @@
 # attacks are oblivious of g (the second paper's Table 3), BPDA and BPDA+EOT see it, and EOT, which needs a
 # differentiable g, attacks random resize-and-pad.
 #   bash sweeps/digits_attacks.sh [extra overrides]      (LOG_DIR=... to write elsewhere than outputs/)
-#   then: python -m preempt.results outputs/digits_attacks --over-seeds
+#   then: python -m preempt.commands.results outputs/digits_attacks --over-seeds
 set -euo pipefail
 cd "$(dirname "$0")/.."
 python=${PYTHON:-.venv/bin/python}
@@ -19,4 +19,4 @@ run sender defense=fast_preemption attack=$standard,bpda,eot,bpda_eot "$@"
 run receiver_oblivious defense=none receiver_defense=dct_distortion threat.oblivious=true attack=$standard "$@"
 run receiver_adaptive defense=none receiver_defense=dct_distortion attack=bpda,bpda_eot "$@"
 run receiver_eot defense=none receiver_defense=random_resize_pad attack=eot "$@"
-$python -m preempt.results "$out" --over-seeds
+$python -m preempt.commands.results "$out" --over-seeds

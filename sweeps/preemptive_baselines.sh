@@ -16,4 +16,4 @@ $python src/main.py -m "${common[@]}" defense=fast_preemption defense.optimizer=
 $python src/main.py -m "${common[@]}" defense=fast_preemption defense.schedule=cascade,alternate defense.forward_steps=2 \
   defense.backward_steps=2 defense.eta=0.4 "$@"
 echo "== preemptive_baselines"
-$python -m preempt.results "$log_dir/preemptive_baselines" --over-seeds
+$python -m preempt.commands.results "$log_dir/preemptive_baselines" --over-seeds

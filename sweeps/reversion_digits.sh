@@ -7,7 +7,7 @@
 # (AutoAttack, which has no start point, attacks the guess and is projected back into that budget). Black-box: the
 # attacker re-runs the defense on the model it has, the victim.
 #   bash sweeps/reversion_digits.sh [extra overrides]      (LOG_DIR=... to write elsewhere than outputs/)
-#   then: python -m preempt.results outputs/reversion_digits --over-seeds
+#   then: python -m preempt.commands.results outputs/reversion_digits --over-seeds
 set -euo pipefail
 cd "$(dirname "$0")/.."
 python=${PYTHON:-.venv/bin/python}
@@ -19,4 +19,4 @@ run() { $python src/main.py -m hydra.sweep.dir="$out/$1" "${common[@]}" "${@:2}"
 run protocol classifier=noisy_labels reversion=$reversions "$@"
 run good_classifier classifier=digits_cnn reversion=$reversions attack=none "$@"
 run pgd classifier=noisy_labels reversion=$reversions attack=pgd "$@"
-$python -m preempt.results "$out" --over-seeds
+$python -m preempt.commands.results "$out" --over-seeds

@@ -1,7 +1,9 @@
-"""Shared fixtures: composed configs, the digits zoo trained once per session, real sample batches."""
+"""Shared fixtures: composed configs, the digits zoo trained once per session, real sample batches; and the parts
+the tests run over, discovered from conf/ and the classes' declared facts rather than listed."""
 
 from __future__ import annotations
 
+import functools
 import os
 import sys
 from collections.abc import Callable
@@ -10,27 +12,42 @@ from pathlib import Path
 import pytest
 import torch
 from hydra import compose, initialize_config_dir
+from hydra.utils import get_object
 from omegaconf import DictConfig, open_dict
 
-from preempt.config import register_resolvers
+from preempt.config import group_options, register_resolvers
 
 ROOT = Path(__file__).resolve().parents[1]
 CONF_DIR = ROOT / "conf"
 
 register_resolvers()
 
-# Every shipped input transform: each is a receiver_defense option and a defense option.
-TRANSFORMS = [
-    "dct_distortion",
-    "feature_distillation",
-    "random_resize_pad",
-    "shield",
-    "total_variation",
-    "jpeg",
-    "bit_depth",
-    "pixel_deflection",
-    "random_crop",
-]
+
+@functools.cache
+def option_node(group: str, option: str) -> DictConfig:
+    """An option's node as composed (a file may build on another group's file), with `main.yaml`'s defaults."""
+    role = "victim" if group == "model" else group
+    with initialize_config_dir(config_dir=str(CONF_DIR), version_base="1.3"):
+        return compose(config_name="main", overrides=[f"{role}={option}"])[role]
+
+
+def option_target(group: str, option: str) -> type:
+    """The class (or loader) an option builds."""
+    return get_object(option_node(group, option)._target_)
+
+
+def model_free_transforms() -> list[str]:
+    """The shipped input transforms that change the images with no model of their own (DiffPure binds a score
+    model, `none` changes nothing): each is a receiver_defense option and, from the same file, a defense option."""
+    options = group_options("receiver_defense")
+    return [
+        name
+        for name in options
+        if option_target("receiver_defense", name).protects and not option_target("receiver_defense", name).bound
+    ]
+
+
+TRANSFORMS = model_free_transforms()
 
 
 @pytest.fixture(scope="session")
@@ -152,3 +169,37 @@ def instantiate_error(config, error_type: type[Exception]) -> Exception:
     error = info.value if isinstance(info.value, error_type) else info.value.__cause__
     assert isinstance(error, error_type), f"expected {error_type.__name__}, got {info.value!r}"
     return error
+
+
+@pytest.fixture(scope="session")
+def learned_robustifier(zoo_dir: Path, tmp_path_factory: pytest.TempPathFactory) -> dict[str, float]:
+    """The learn_robustifier command on the default digits config: trains A5's R into the session zoo once (a run
+    with defense=a5 then loads it) and returns the backbone's accuracy on the held-out images it printed."""
+    from preempt.commands.learn_robustifier import learn_robustifier
+
+    with initialize_config_dir(config_dir=str(CONF_DIR), version_base="1.3"):
+        cfg = compose(config_name="learn_robustifier", overrides=[f"paths.cache_dir={zoo_dir}"])
+    with open_dict(cfg):
+        cfg.paths.output_dir = str(tmp_path_factory.mktemp("learn_robustifier"))
+    return learn_robustifier(cfg)
+
+
+@pytest.fixture
+def no_model_building(monkeypatch: pytest.MonkeyPatch) -> None:
+    """Fails the test if a run gets as far as building (or training) a model."""
+    from preempt.assembly import Assembly
+
+    def refuse(*args, **kwargs):
+        raise AssertionError("models were built before the config was refused")
+
+    monkeypatch.setattr(Assembly, "models", refuse)
+
+
+def refusal(cfg: DictConfig) -> str:
+    """The ConfigError an evaluation of `cfg` ends with."""
+    from preempt.commands.evaluate import evaluate
+    from preempt.parts import ConfigError
+
+    with pytest.raises(ConfigError) as info:
+        evaluate(cfg)
+    return str(info.value)

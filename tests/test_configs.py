@@ -1,103 +1,85 @@
-"""Every config file under conf/ composes and instantiates; a new file without a test here fails."""
+"""Every config file under conf/ composes, validates and instantiates; the options are discovered from the folders
+and sorted by what their targets declare, so a new file is tested without editing this one."""
 
+import inspect
 import time
 from pathlib import Path
 
 import lightning as L
 import pytest
 import torch
-from conftest import CONF_DIR, TRANSFORMS, instantiate_error
+from conftest import CONF_DIR, ROOT, TRANSFORMS, instantiate_error, option_node, option_target
 from hydra.utils import instantiate
 from omegaconf import OmegaConf
 
+from preempt.assembly import Assembly, bind
+from preempt.attacks.base import Attack
+from preempt.config import group_options
 from preempt.datasets.base import ImageDataset
 from preempt.datasets.cifar10 import DatasetNotFoundError
-from preempt.defenses import bind_defense
 from preempt.models import GroundTruth, PixelClassifier
-from preempt.models.labels import LabelOnly
-from preempt.models.robustbench import CheckpointNotFoundError
-from preempt.receiver_defenses import InputTransform
-from preempt.run import bind_robustifier
-from preempt.validation import ConfigError, validate_config
+from preempt.models.robustbench import CheckpointNotFoundError, load_robustbench_model
+from preempt.parts import ConfigError, Defense, InputTransform, LabelOnly
+from preempt.validation import validate_config
 
 ROLE_GROUPS = ("classifier", "backbone", "victim")  # symlinks to conf/model: every model fills every role
-DATASETS = ["digits", "cifar10", "cifar10_samples", "imagenet_samples", "imagenet", "folder"]
-ZOO_MODELS = ["digits_cnn", "digits_cnn_at", "digits_lenet_at", "digits_mlp", "autoattack_resnet18"]
-LABEL_ONLY = ["ground_truth", "noisy_labels"]  # classifier role only
-OFFLINE_MODELS = ZOO_MODELS + LABEL_ONLY
-ROBUSTBENCH_MODELS = [
-    "Gowal2021Improving_R18_ddpm_100m",
-    "Hendrycks2020AugMix_ResNeXt",
-    "Peng2023Robust",
-    "Debenedetti2022Light_XCiT-L12",
-    "Singh2023Revisiting_ConvNeXt-L-ConvStem",
-    "Tian2022Deeper_DeiT-B",
-    "Liu2023Comprehensive_Swin-L",
-    "Standard_R50",
-]
-PREEMPTIVE = ["fast_preemption", "fast_preemption_mspd", "bilevel", "bilevel_fp", "a5"]
-DEFENSES = ["none", *PREEMPTIVE, *TRANSFORMS]  # every input transform also serves on the sender's side
-RECEIVER_DEFENSES = ["none", *TRANSFORMS, "diffpure"]
-SCORE_MODELS = ["digits", "ddpmpp_cifar10", "guided_imagenet256"]
-PUBLISHED_SCORE_MODELS = {"ddpmpp_cifar10": "checkpoint_8.pth", "guided_imagenet256": "256x256_diffusion_uncond.pt"}
-REVERSIONS = ["none", "preemptive_reversion", "preemptive_reversion_black_box", "jpeg", "diffpure"]
-ATTACKS = ["none", "fgsm", "ifgsm", "pgd", "cw", "lbfgs", "autoattack", "bpda", "eot", "bpda_eot"]
-# What an attack needs around it to run as shipped: C&W and L-BFGS are L2 attacks; EOT averages a random g.
-ATTACK_CONTEXT = {
-    "cw": ["threat.norm=L2", "threat.eps=1.0"],
-    "lbfgs": ["threat.norm=L2", "threat.eps=1.0"],
-    "eot": ["receiver_defense=random_resize_pad"],
-    "bpda_eot": ["receiver_defense=random_resize_pad"],
+DATASETS = group_options("dataset")
+MODELS = group_options("model")
+LABEL_ONLY = [name for name in MODELS if inspect.isclass(option_target("model", name))
+              and issubclass(option_target("model", name), LabelOnly)]  # fmt: skip
+ROBUSTBENCH_MODELS = [name for name in MODELS if option_target("model", name) is load_robustbench_model]
+OFFLINE_MODELS = [name for name in MODELS if name not in ROBUSTBENCH_MODELS]
+DEFENSES = group_options("defense")
+# The sender-side defenses that need the backbone (every transform also serves on the sender's side).
+PREEMPTIVE = [name for name in DEFENSES if option_target("defense", name).protects
+              and not issubclass(option_target("defense", name), InputTransform)]  # fmt: skip
+RECEIVER_DEFENSES = group_options("receiver_defense")
+REVERSIONS = group_options("reversion")
+SCORE_MODELS = group_options("score_model")
+# The published score models: their weight file is not shipped (its name is the end of the option's checkpoint).
+PUBLISHED_SCORE_MODELS = {
+    name: Path(option_node("score_model", name).checkpoint).name
+    for name in SCORE_MODELS
+    if "checkpoint" in option_node("score_model", name)
 }
-TRAINERS = ["default", "cpu", "gpu", "ddp"]
-LOGGERS = ["default", "wandb", "csv", "none"]
-EXPERIMENTS = [
-    "cifar10_resnet18",
-    "fast_preemption_cifar10",
-    "fast_preemption_imagenet",
-    "fast_preemption_table1",
-    "fast_preemption_table5",
-    "fast_preemption_ablation",
-    "preprocessing_defense",
-]
+ATTACKS = group_options("attack")
+TRAINERS = group_options("trainer")
+LOGGERS = group_options("logger")
+EXPERIMENTS = group_options("experiment")
+# Groups with options of their own that other tests cover: speed (tests/test_speed.py), scale (with every table's
+# cells: tests/reproduce/test_tables.py), paths and hydra (in every composition), the launchers (test_launchers.py).
+COVERED_ELSEWHERE = {"speed", "scale", "paths", "hydra"}
 
 
-def test_every_config_file_is_covered_by_these_tests() -> None:
-    on_disk = {
-        str(path.relative_to(CONF_DIR))
-        for path in CONF_DIR.rglob("*.yaml")
-        if path.relative_to(CONF_DIR).parts[0] not in ROLE_GROUPS
-    }
-    covered = {
-        "main.yaml",
-        "learn_quantization.yaml",
-        "learn_approximator.yaml",
-        "learn_robustifier.yaml",
-        "learn_score_model.yaml",
-        "bench.yaml",  # tests/test_bench.py
-        "protect.yaml",  # tests/test_protect.py
-        "speed/default.yaml",  # in every composition of main.yaml; tests/test_speed.py
-        "paths/default.yaml",
-        "hydra/default.yaml",
-        "scale/quick.yaml",  # with every table's cells: tests/reproduce/test_tables.py
-        "scale/paper.yaml",
-        "hydra/launcher/slurm.yaml",  # tests/test_launchers.py
-        "hydra/launcher/local.yaml",
-    }
-    for group, options in [
-        ("dataset", DATASETS),
-        ("model", OFFLINE_MODELS + ROBUSTBENCH_MODELS),
-        ("defense", DEFENSES),
-        ("receiver_defense", RECEIVER_DEFENSES),
-        ("reversion", REVERSIONS),
-        ("score_model", SCORE_MODELS),
-        ("attack", ATTACKS),
-        ("trainer", TRAINERS),
-        ("logger", LOGGERS),
-        ("experiment", EXPERIMENTS),
-    ]:
-        covered |= {f"{group}/{option}.yaml" for option in options}
-    assert on_disk == covered
+def attack_context(option: str) -> list[str]:
+    """What an attack needs around it to run as shipped: a norm it takes (C&W and L-BFGS are L2 attacks), and a
+    random receiver-side g to average when it averages draws (EOT)."""
+    target, node = option_target("attack", option), option_node("attack", option)
+    context = [] if "Linf" in target.norms else ["threat.norm=L2", "threat.eps=1.0"]
+    return context + (["receiver_defense=random_resize_pad"] if node.get("eot_samples", 1) > 1 else [])
+
+
+def test_discovery_sorts_the_options_by_what_their_targets_are() -> None:
+    assert {"ground_truth", "noisy_labels"} <= set(LABEL_ONLY) and "digits_cnn" in OFFLINE_MODELS
+    assert {"fast_preemption", "bilevel", "a5"} <= set(PREEMPTIVE) and not set(PREEMPTIVE) & set(TRANSFORMS)
+    assert set(TRANSFORMS) < set(RECEIVER_DEFENSES)
+    assert {"ddpmpp_cifar10", "guided_imagenet256"} == set(PUBLISHED_SCORE_MODELS)
+    assert all(issubclass(option_target("defense", name), Defense) for name in DEFENSES)
+    assert all(issubclass(option_target("attack", name), Attack) for name in ATTACKS)
+    assert attack_context("cw") == ["threat.norm=L2", "threat.eps=1.0"]
+    assert attack_context("bpda_eot") == ["receiver_defense=random_resize_pad"] and attack_context("pgd") == []
+
+
+def test_every_config_file_is_a_tested_group_or_a_command_s_config() -> None:
+    """Every folder of conf/ is a group tested here (or named above as tested elsewhere); every top-level file is
+    a command's, whose test is tests/commands/test_<command>.py (main.yaml: the evaluation)."""
+    groups = {path.relative_to(CONF_DIR).parts[0] for path in CONF_DIR.rglob("*.yaml") if path.parent != CONF_DIR}
+    tested = {"dataset", "model", "defense", "receiver_defense", "reversion", "score_model", "attack"}  # roles: links
+    tested |= {"trainer", "logger", "experiment"}
+    assert groups == tested | COVERED_ELSEWHERE
+    commands = {path.stem for path in CONF_DIR.glob("*.yaml")}
+    tests = {path.stem.removeprefix("test_") for path in (ROOT / "tests" / "commands").glob("test_*.py")}
+    assert {"evaluate" if name == "main" else name for name in commands} <= tests
 
 
 @pytest.mark.parametrize(
@@ -123,7 +105,7 @@ def test_every_shipped_option_passes_validation(override: str, compose_config, t
     if override.startswith("receiver_defense=") and override != "receiver_defense=none":
         extra.append("threat.oblivious=true")
     if override.startswith("attack="):
-        extra += ATTACK_CONTEXT.get(override.removeprefix("attack="), [])
+        extra += attack_context(override.removeprefix("attack="))
     if override in [f"{role}={option}" for role in ("backbone", "victim") for option in LABEL_ONLY]:
         with pytest.raises(ValueError, match="can only be the classifier"):
             validate_config(compose_config(override))
@@ -198,13 +180,11 @@ def test_robustbench_configs_reach_the_loader_and_fail_fast_offline(option: str,
 
 def test_every_missing_model_file_is_named_in_one_refusal(compose_config) -> None:
     """Three ImageNet models without weights: one run lists all three files, not the first one only."""
-    from preempt.run import instantiate_models
-
     roles = {"classifier": "Singh2023Revisiting_ConvNeXt-L-ConvStem", "backbone": "Tian2022Deeper_DeiT-B"}
     roles["victim"] = "Liu2023Comprehensive_Swin-L"
     cfg = compose_config("dataset=imagenet_samples", *(f"{role}={name}" for role, name in roles.items()))
     with pytest.raises(ConfigError, match="3 model file") as refusal:
-        instantiate_models(cfg)
+        Assembly(cfg).models()
     for role, name in roles.items():
         assert f"{role}: weights of RobustBench model {name}" in str(refusal.value)
 
@@ -214,24 +194,23 @@ def test_defense_configs_bind_to_a_backbone_and_protect(option: str, compose_con
     cfg = compose_config(f"defense={option}")
     backbone = digits_models["digits_cnn_at"]
     # A5 with no checkpoint gets the project's robustifier, as a run binds it (trained once into the session zoo).
-    factory = bind_robustifier(instantiate(cfg.defense), OmegaConf.to_container(cfg, resolve=True), backbone)
-    defense = bind_defense(factory, backbone)
+    defense = Assembly(cfg).defense(backbone)
     x = torch.rand(2, 1, 16, 16)
     assert defense(x, torch.tensor([1, 2])).shape == x.shape
 
 
-@pytest.mark.parametrize("option", TRANSFORMS)
+@pytest.mark.parametrize("option", [name for name in TRANSFORMS if name in DEFENSES])
 def test_each_transform_is_the_same_class_on_both_sides(option: str, compose_config) -> None:
     cfg = compose_config(f"defense={option}", f"receiver_defense={option}")
-    sender, receiver = bind_defense(instantiate(cfg.defense), None), instantiate(cfg.receiver_defense)
+    sender, receiver = bind(instantiate(cfg.defense), {}), instantiate(cfg.receiver_defense)
     assert isinstance(receiver, InputTransform) and type(sender) is type(receiver)
     assert vars(sender) == vars(receiver)  # same settings, from one config file
 
 
 @pytest.mark.parametrize("option", ATTACKS)
 def test_attack_configs_bind_to_a_victim_and_attack(option: str, compose_config, digits_models) -> None:
-    cfg = compose_config(f"attack={option}", "threat.eps=0.01", *ATTACK_CONTEXT.get(option, []))
-    attack = instantiate(cfg.attack)(model=digits_models["digits_mlp"])
+    cfg = compose_config(f"attack={option}", "threat.eps=0.01", *attack_context(option))
+    attack = bind(instantiate(cfg.attack), {"model": digits_models["digits_mlp"]})
     x = torch.rand(2, 1, 16, 16)
     assert attack(x, torch.tensor([1, 2])).shape == x.shape
 
@@ -255,25 +234,18 @@ def test_a_score_model_for_other_images_is_refused_at_binding_naming_the_fitting
 ) -> None:
     from conftest import TEST_SCORE_MODEL
 
-    from preempt.run import bind_score_model
-    from preempt.validation import ConfigError
-
     cfg = compose_config(
         "experiment=cifar10_resnet18", "receiver_defense=diffpure", "score_model=digits", *TEST_SCORE_MODEL
     )
     with pytest.raises(ConfigError, match=r"denoises 1-channel images and these have 3: .*ddpmpp_cifar10"):
-        bind_score_model(instantiate(cfg.receiver_defense), OmegaConf.to_container(cfg, resolve=True), (3, 32, 32))
+        Assembly(cfg).receiver_defense((3, 32, 32))
     digits = compose_config("receiver_defense=diffpure", *TEST_SCORE_MODEL)
-    bound = bind_score_model(
-        instantiate(digits.receiver_defense), OmegaConf.to_container(digits, resolve=True), (1, 16, 16)
-    )
-    assert bound.score_model is not None
+    assert Assembly(digits).receiver_defense((1, 16, 16)).score_model is not None
 
 
 @pytest.mark.parametrize("option", PUBLISHED_SCORE_MODELS)
 def test_published_score_models_fail_fast_naming_the_file_and_where_it_comes_from(option: str, compose_config) -> None:
     from preempt.checkpoints import CheckpointError
-    from preempt.validation import ConfigError
 
     cfg = compose_config(f"score_model={option}")
     message = str(instantiate_error(cfg.score_model, CheckpointError))
@@ -297,7 +269,7 @@ def test_trainer_configs_instantiate(option: str, compose_config) -> None:
 
 @pytest.mark.parametrize("option", LOGGERS)
 def test_logger_configs_instantiate(option: str, compose_config) -> None:
-    from preempt.run import instantiate_loggers
+    from preempt.commands.evaluate import instantiate_loggers
 
     cfg = compose_config(f"logger={option}")
     loggers = instantiate_loggers(cfg)
@@ -332,9 +304,7 @@ def test_paper_experiments_carry_table_iii_settings(compose_config) -> None:
 
 def test_models_that_cannot_take_the_dataset_fail_before_any_work(compose_config) -> None:
     """Declared input shapes are checked against the loaded dataset before a model is built or trained."""
-    from omegaconf import OmegaConf
-
-    from preempt.validation import ConfigError, check_parts_fit_dataset
+    from preempt.validation import check_parts_fit_dataset
 
     cfg = compose_config("dataset=cifar10_samples", "victim=autoattack_resnet18", "dataset.n_samples=2")
     with pytest.raises(ConfigError, match=r"classifier digits_model takes 1×16×16 images .* gives 3×32×32"):
@@ -342,12 +312,11 @@ def test_models_that_cannot_take_the_dataset_fail_before_any_work(compose_config
 
 
 def test_cifar10_resnet18_experiment_instantiates_every_part(compose_config) -> None:
-    from preempt.run import instantiate_models
-
     cfg = compose_config("experiment=cifar10_resnet18")
     data = instantiate(cfg.dataset)
-    models = instantiate_models(cfg)
+    assembly = Assembly(cfg)
+    models = assembly.models()
     assert models["classifier"] is models["backbone"] is models["victim"]  # one copy for identical configs
     x = data.images[:2]
-    protected = instantiate(cfg.defense)(backbone=models["backbone"])(x, data.labels[:2])
-    assert instantiate(cfg.attack)(model=models["victim"])(protected, data.labels[:2]).shape == x.shape
+    protected = assembly.defense(models["backbone"])(x, data.labels[:2])
+    assert assembly.attack(models["victim"])(protected, data.labels[:2]).shape == x.shape

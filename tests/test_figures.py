@@ -2,15 +2,16 @@
 
 from pathlib import Path
 
-import pytest
 from PIL import Image
 
-from preempt.figures import main, round_curves
-from preempt.results import build_results, write_json_atomically
+from preempt.commands.figures import main
+from preempt.figures import round_curves
+from preempt.files import write_json_atomically
+from preempt.results.record import build_results
 
 CONFIG = {
     "dataset": {"_target_": "preempt.datasets.digits.digits"},
-    "defense": {"_target_": "preempt.defenses.base.NoDefense"},
+    "defense": {"_target_": "preempt.parts.NoDefense"},
     "threat": {"eps": 0.3, "norm": "normalized_L2", "oblivious": False},
 }
 
@@ -32,7 +33,7 @@ def test_round_figure_has_a_panel_row_per_attack_and_a_line_per_defense(tmp_path
         for eot_samples in (1, 30):
             for seed in (0, 1):
                 _write_run(tmp_path / "runs", receiver, eot_samples, seed)
-    from preempt.results import load_results
+    from preempt.results.store import load_results
 
     grouped = round_curves(load_results(sorted((tmp_path / "runs").rglob("results.json"))))
     assert set(grouped) == {"BPDA targeted", "BPDA+EOT targeted"}
@@ -44,12 +45,3 @@ def test_round_figure_has_a_panel_row_per_attack_and_a_line_per_defense(tmp_path
     main(["rounds", str(tmp_path / "runs"), "--out", str(out)])
     with Image.open(out) as image:
         assert image.format == "PNG" and image.height > image.width / 2  # two panel rows
-
-
-def test_no_round_records_is_a_clear_refusal(tmp_path: Path) -> None:
-    write_json_atomically(
-        build_results({**CONFIG, "receiver_defense": CONFIG["defense"], "attack": CONFIG["defense"]}, {}, 1, 1.0),
-        tmp_path / "r" / "results.json",
-    )
-    with pytest.raises(SystemExit, match="record_every"):
-        main(["rounds", str(tmp_path), "--out", str(tmp_path / "f.png")])

@@ -1,5 +1,6 @@
 """A signal in the middle of a write leaves the old file intact and no temporary file behind."""
 
+import json
 import os
 import signal
 import stat
@@ -10,7 +11,7 @@ from pathlib import Path
 import pytest
 from conftest import ROOT, main_command
 
-from preempt.files import replace_atomically
+from preempt.files import replace_atomically, write_json_atomically
 
 WRITER = """
 import signal, sys, time
@@ -66,3 +67,10 @@ def test_main_exits_cleanly_on_sigterm(tmp_path: Path, zoo_dir: Path, digits_mod
     main.wait(timeout=120)
     assert main.returncode == 128 + signal.SIGTERM
     assert not list((tmp_path / "run").rglob("*.tmp")) and not (tmp_path / "run" / "results.json").exists()
+
+
+def test_atomic_write_replaces_an_existing_file(tmp_path: Path) -> None:
+    path = tmp_path / "results.json"
+    write_json_atomically({"a": 1}, path)
+    write_json_atomically({"a": 2}, path)
+    assert json.loads(path.read_text()) == {"a": 2} and not list(tmp_path.glob("*.tmp"))

@@ -19,7 +19,7 @@ from omegaconf import DictConfig
 from submitit.slurm.slurm import SlurmExecutor
 from wandb.sdk.launch.sweeps.utils import create_sweep_command_args, load_sweep_config
 
-from preempt.results import COLUMNS
+from preempt.results.tables import COLUMNS
 from preempt.validation import validate_config
 
 WANDB_SWEEPS = sorted((ROOT / "sweeps" / "wandb").glob("*.yaml"))

@@ -8,7 +8,6 @@ input, detached from the graph, and it must leave its inputs untouched.
 from __future__ import annotations
 
 import functools
-import inspect
 from collections.abc import Callable
 from dataclasses import dataclass
 
@@ -24,7 +23,7 @@ from hypothesis.extra.numpy import arrays
 from omegaconf import DictConfig, OmegaConf
 from torch import nn
 
-from preempt.defenses import bind_defense
+from preempt.assembly import bind
 from preempt.defenses.a5 import Robustifier
 from preempt.models import PixelClassifier
 from preempt.threat import NORMS, distance
@@ -187,7 +186,6 @@ def test_discovery_finds_the_current_options() -> None:
 def test_defense_output_is_valid_and_within_budget(option: str, norm: str, compose_config) -> None:
     base = compose_config(f"defense={option}")
     budgeted = "eps" in base.defense  # NoDefense has no budget: it sends the images as they are
-    takes_robustifier = "robustifier" in inspect.signature(get_object(base.defense._target_)).parameters
     if norm not in getattr(get_object(base.defense._target_), "norms", NORMS):
         pytest.skip(f"{option} refuses norm={norm} (tested in its own tests)")
 
@@ -198,10 +196,9 @@ def test_defense_output_is_valid_and_within_budget(option: str, norm: str, compo
         x = torch.from_numpy(case.images)
         labels = torch.from_numpy(data.draw(label_arrays(len(x)), label="labels"))
         torch.manual_seed(case.seed)
-        factory = instantiate(cfg.defense)
-        if takes_robustifier:  # A5: a seeded random robustifier stands in for a trained one
-            factory = functools.partial(factory, robustifier=tiny_robustifier(x.dtype))
-        defense = bind_defense(factory, tiny_classifier(x.dtype))
+        # A5: a seeded random robustifier stands in for the trained one.
+        models = {"backbone": tiny_classifier(x.dtype), "robustifier": tiny_robustifier(x.dtype)}
+        defense = bind(instantiate(cfg.defense), models)
         protected = run_unmodified(defense, x, labels)
         assert_valid_output(protected, x, case.eps, norm, budgeted)
 
@@ -227,7 +224,7 @@ def test_attack_output_is_valid_and_within_budget(option: str, norm: str, compos
         with torch.no_grad():
             labels = victim(x).argmax(dim=1)
         torch.manual_seed(case.seed)
-        attack = instantiate(cfg.attack)(model=victim)
+        attack = bind(instantiate(cfg.attack), {"model": victim})
         x_adv = run_unmodified(attack, x, labels)
         assert_valid_output(x_adv, x, case.eps, norm, budgeted)
 

@@ -9,8 +9,8 @@ import torch
 from omegaconf import open_dict
 
 from preempt import randomness
+from preempt.commands.evaluate import evaluate
 from preempt.randomness import per_sample_streams
-from preempt.run import evaluate
 from preempt.threat import random_uniform
 
 

@@ -7,7 +7,8 @@ from torch import nn
 
 from preempt import speed
 from preempt.models import PixelClassifier
-from preempt.validation import ConfigError, validate_config
+from preempt.parts import ConfigError
+from preempt.validation import validate_config
 
 
 def conv_relu_linear() -> PixelClassifier:

@@ -2,6 +2,6 @@
 
 import sys
 
-from preempt.cli import main
+from preempt.commands.preempt import main
 
 sys.exit(main())

@@ -1,19 +1,26 @@
-"""OmegaConf resolvers the configs use; registered once by every entry point before composing."""
+"""The project's config folder, the OmegaConf resolvers its files use, and composing it outside `@hydra.main`."""
 
 from __future__ import annotations
 
+import contextlib
+from collections.abc import Iterator
 from pathlib import Path
-from typing import Any
 
-from hydra.experimental.callback import Callback
-from omegaconf import DictConfig, OmegaConf
+from hydra import compose, initialize_config_dir
+from hydra.core.global_hydra import GlobalHydra
+from hydra.core.hydra_config import HydraConfig
+from hydra.errors import HydraException
+from omegaconf import DictConfig, OmegaConf, open_dict
 
-from preempt.results import FinishedRunError, refuse_finished_output_dir
+from preempt.parts import ConfigError
 
 
 def project_root() -> str:
     """The repository root (the package is installed in editable mode from `src/`)."""
     return str(Path(__file__).resolve().parents[2])
+
+
+CONF_DIR = Path(project_root()) / "conf"
 
 
 def register_resolvers() -> None:
@@ -27,45 +34,36 @@ def register_resolvers() -> None:
         OmegaConf.register_new_resolver("project_root", project_root)
 
 
-class KeepFinishedRuns(Callback):
-    """Hydra writes `.hydra/` into the run folder before the job starts: refuse a finished one before that.
+def group_options(group: str) -> list[str]:
+    """The options of a config group: the files under conf/<group>/, so a new file is found without a list."""
+    return sorted(path.stem for path in (CONF_DIR / group).glob("*.yaml"))
 
-    Hydra turns exceptions raised in callbacks into warnings, so the refusal exits the process itself.
-    """
 
-    def on_run_start(self, config: DictConfig, **kwargs: Any) -> None:
-        self.refuse(Path(config.hydra.run.dir))
-
-    def on_multirun_start(self, config: DictConfig, **kwargs: Any) -> None:
-        self.refuse(Path(config.hydra.sweep.dir))
-
-    @staticmethod
-    def refuse(folder: Path) -> None:
+@contextlib.contextmanager
+def composer() -> Iterator[None]:
+    """Hydra's compose API on conf/ (inside it, `compose_run` composes); Hydra's runtime config is cleared after."""
+    register_resolvers()
+    GlobalHydra.instance().clear()
+    with initialize_config_dir(config_dir=str(CONF_DIR), version_base="1.3"):
         try:
-            refuse_finished_output_dir(folder)
-        except FinishedRunError as error:
-            raise SystemExit(f"error: {error}") from None
+            yield
+        finally:
+            HydraConfig.instance().cfg = None
 
 
-def print_config_tree(cfg: DictConfig) -> None:
-    """The composed config as a tree (the run's own settings, then one branch per part), so a run's log says
-    what ran. Values are resolved where they can be; one that cannot (still ???) is shown as written, and
-    validation then names it."""
-    from rich.console import Console
-    from rich.syntax import Syntax
-    from rich.tree import Tree
-
-    def as_yaml(node: Any) -> str:
-        try:
-            return OmegaConf.to_yaml(node, resolve=True)
-        except Exception:
-            return OmegaConf.to_yaml(node)
-
-    scalars = [key for key, value in cfg.items_ex(resolve=False) if not OmegaConf.is_config(value)]
-    parts = [key for key, value in cfg.items_ex(resolve=False) if OmegaConf.is_config(value)]
-    tree = Tree("config", guide_style="dim")
-    branches = [("run", OmegaConf.masked_copy(cfg, scalars))] + [(key, cfg[key]) for key in parts]
-    for name, node in branches:
-        text = as_yaml(node).rstrip("\n")
-        tree.add(str(name)).add(Syntax(text, "yaml", theme="ansi_dark", background_color="default"))
-    Console(soft_wrap=True).print(tree)
+def compose_run(config_name: str, overrides: list[str], output_dir: Path | str) -> DictConfig:
+    """conf/<config_name>.yaml with the overrides, as `@hydra.main` would compose it (inside `composer()`): Hydra's
+    runtime config is set, so `${hydra:...}` resolves and refusals name the option the user picked, and the run
+    writes into `output_dir`. A Hydra error (an unknown group or option, a bad override) is a ConfigError."""
+    try:
+        cfg = compose(config_name=config_name, overrides=overrides, return_hydra_config=True)
+    except HydraException as error:
+        message = str(error).split("\nConfig search path")[0].replace("\n\t", " ").replace("\n\n", ". ")
+        raise ConfigError(
+            f"{message.strip()} (overrides are key=value or group=option; see conf/{config_name}.yaml)"
+        ) from None
+    HydraConfig.instance().set_config(cfg)
+    with open_dict(cfg):
+        del cfg["hydra"]
+        cfg.paths.output_dir = str(output_dir)
+    return cfg

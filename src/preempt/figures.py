@@ -1,22 +1,20 @@
-"""Figures built from the files runs write (results.json, a protect manifest), never from numbers typed in.
+"""Figures built from the files runs write (results.json, a protect manifest), never from numbers typed in
+(`python -m preempt.commands.figures`).
 
-`python -m preempt.figures rounds DIR... --out figure.png`: accuracy and attack success rate against attack
-rounds (the second paper's Figure 3), one panel row per attack, one line per receiver-side defense, the mean
-over seeds with their range shaded.
-`python -m preempt.figures protected OUTPUT_DIR --out figure.png`: the originals, the files `preempt protect`
-wrote, and their difference amplified so the budget spans the whole range, with the manifest's figures.
+`plot_rounds`: accuracy and attack success rate against attack rounds (the second paper's Figure 3), one panel
+row per attack, one line per receiver-side defense, the mean over seeds with their range shaded.
+`plot_protected`: the originals, the files `preempt protect` wrote, and their difference amplified so the budget
+spans the whole range, with the manifest's figures.
 """
 
 from __future__ import annotations
 
-import argparse
 from pathlib import Path
 
 import numpy as np
 
-from preempt.manifest import read_manifest
-from preempt.photos import read_photo
-from preempt.results import RESULTS_FILE, load_results
+from preempt.protection.manifest import read_manifest
+from preempt.protection.photos import read_photo
 
 CURVES = (("accuracy", "ACC"), ("attack_success_rate", "ASR"))
 
@@ -97,24 +95,3 @@ def plot_protected(output_dir: Path, out: Path, limit: int = 8) -> Path:
     figure.savefig(out, dpi=120)
     plt.close(figure)
     return out
-
-
-def main(argv: list[str] | None = None) -> None:
-    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("figure", choices=["rounds", "protected"])
-    parser.add_argument("folders", nargs="+", type=Path, help="run or multirun folders; protected: an OUTPUT_DIR")
-    parser.add_argument("--out", type=Path, required=True, help="the PNG to write")
-    parser.add_argument("--title", default=None)
-    parser.add_argument("--limit", type=int, default=8, help="protected: how many files to show")
-    args = parser.parse_args(argv)
-    if args.figure == "protected":
-        print(plot_protected(args.folders[0], args.out, args.limit))
-        return
-    paths = sorted(path for folder in args.folders for path in folder.rglob(RESULTS_FILE))
-    if not paths:
-        raise SystemExit(f"no {RESULTS_FILE} under {', '.join(map(str, args.folders))}")
-    print(plot_rounds(load_results(paths), args.out, args.title))
-
-
-if __name__ == "__main__":
-    main()

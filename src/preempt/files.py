@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import os
 import signal
 import tempfile
@@ -25,6 +26,15 @@ def replace_atomically(path: Path, write: Callable[[Path], None]) -> Path:
         if os.path.exists(tmp):
             os.remove(tmp)
     return path
+
+
+def write_text_atomically(text: str, path: Path) -> Path:
+    """A crash never leaves a truncated results file."""
+    return replace_atomically(path, lambda tmp: tmp.write_text(text))
+
+
+def write_json_atomically(data: dict, path: Path) -> Path:
+    return write_text_atomically(json.dumps(data, indent=2) + "\n", path)
 
 
 def current_umask() -> int:

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import sys
+from pathlib import Path
 from typing import Any
 
 from lightning.pytorch.loggers import WandbLogger
@@ -11,7 +13,7 @@ class QuietWandbLogger(WandbLogger):
     """Lightning's WandbLogger with W&B's terminal output off (`silent`): W&B prints about ten lines per run.
 
     Lightning always passes `anonymous` to `wandb.init`, which current W&B warns about whatever its value, so it
-    is dropped here. `run.finish_wandb_run` prints the one line a user needs: where the offline run is.
+    is dropped here. `finish_wandb_run` prints the one line a user needs: where the offline run is.
     """
 
     def __init__(self, **kwargs: Any) -> None:
@@ -20,3 +22,15 @@ class QuietWandbLogger(WandbLogger):
         kwargs.setdefault("settings", wandb.Settings(silent=True))
         super().__init__(**kwargs)
         self._wandb_init.pop("anonymous", None)
+
+
+def finish_wandb_run() -> None:
+    """End this job's W&B run: it stays the process's current run otherwise, and in a multirun every later job's
+    logger would attach to it (job 1 logging into job 0's run, with no run folder of its own)."""
+    wandb = sys.modules.get("wandb")
+    if wandb is not None and wandb.run is not None:
+        offline = wandb.run.settings.mode in ("offline", "dryrun")
+        folder = Path(wandb.run.dir).parent
+        wandb.finish()
+        if offline:
+            print(f"W&B run (offline): {folder}  (upload it with: wandb sync {folder})")

@@ -34,6 +34,11 @@ def per_sample_streams(run_seed: int, indices: Tensor) -> Iterator[None]:
         _GENERATORS.reset(token)
 
 
+def seed_batch(run_seed: int, first_index: int) -> None:
+    """Seed torch for the batch that starts at sample `first_index`: the same draws whatever the batch order."""
+    torch.manual_seed(run_seed * SEED_STRIDE + first_index)
+
+
 def _draw(shape: tuple[int, ...], rows_per_sample: int, sample: Callable[..., Tensor]) -> Tensor:
     """`sample(shape, generator)` for the whole batch: outside a `per_sample_streams` block one draw from torch's
     generator; inside it, `rows_per_sample` consecutive rows from each sample's own generator."""

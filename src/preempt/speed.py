@@ -12,11 +12,16 @@ import copy
 import ctypes
 import ctypes.util
 import sys
+import time
+from collections.abc import Callable
 
 import torch
 from torch import Tensor, nn
 
 MIB = 2**20
+# The opt-in numerics of the defense's passes: they change the protected pixels (within a tolerance), so they are
+# part of what decides a protection; chunking and the allocator are not.
+ACCELERATIONS = ("bf16", "channels_last", "compile", "cuda_graphs")
 # The CPU budget for one backbone pass's saved activations (the allocator rule below usually binds first).
 CPU_MEMORY_BUDGET_MIB = 2048
 # On CUDA the budget is this fraction of the memory free when the defense first runs.
@@ -90,6 +95,17 @@ def copies_per_pass(model: nn.Module, image: Tensor, budget_mib: float | None) -
     return max(1, copies)
 
 
+def timed(x: Tensor, work: Callable[[], Tensor]) -> tuple[Tensor, float]:
+    """work()'s result and its wall-clock seconds, waiting for the GPU on both sides when `x` is on one."""
+    if x.is_cuda:
+        torch.cuda.synchronize(x.device)
+    start = time.perf_counter()
+    result = work()
+    if x.is_cuda:
+        torch.cuda.synchronize(x.device)
+    return result, time.perf_counter() - start
+
+
 def chunks(total: int, size: int | None) -> list[slice]:
     """Consecutive slices of at most `size` (all at once when None) covering `total` items."""
     size = total if size is None else size
@@ -134,5 +150,5 @@ class AcceleratedBackbone(nn.Module):
 
 def accelerate(backbone: nn.Module, settings: dict) -> nn.Module:
     """The backbone wrapped for the options `settings` turns on (the `speed` config node), or itself if none."""
-    options = {key: bool(settings.get(key)) for key in ("bf16", "channels_last", "compile", "cuda_graphs")}
+    options = {key: bool(settings.get(key)) for key in ACCELERATIONS}
     return AcceleratedBackbone(backbone, **options) if any(options.values()) else backbone

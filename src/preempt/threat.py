@@ -93,6 +93,16 @@ def project(x_perturbed: Tensor, center: Tensor, eps: float, norm: str) -> Tenso
 LEVELS = 255  # an 8-bit file's largest value: pixel k is stored as k/255
 
 
+def to_levels(x: Tensor) -> Tensor:
+    """The 8-bit levels (0..255, as floats) an image file stores for [0,1] pixels: each rounded to the nearest."""
+    return torch.round(x * LEVELS).clamp(0, LEVELS)
+
+
+def to_8bit(x: Tensor) -> Tensor:
+    """What the receiver gets from a saved PNG: every pixel on the nearest of the 256 levels, in [0,1]."""
+    return to_levels(x) / LEVELS
+
+
 def quantize_within_budget(protected: Tensor, original: Tensor, eps: float | None, norm: str) -> Tensor:
     """`protected` on the 8-bit grid an image file stores, still inside the budget around `original`.
 
@@ -102,15 +112,15 @@ def quantize_within_budget(protected: Tensor, original: Tensor, eps: float | Non
     `original` instead, which cannot lengthen its perturbation when `original` is itself on the grid (a
     decoded 8-bit file). eps None: no budget, plain rounding.
     """
-    levels = torch.round(protected * LEVELS)
     if eps is None:
-        return levels.clamp(0, LEVELS) / LEVELS
+        return to_8bit(protected)
+    levels = torch.round(protected * LEVELS)
     if norm == "Linf":
         # The tolerance keeps a bound of exactly k levels (8/255·255 = 7.999…) at k.
         lowest = torch.ceil((original - eps) * LEVELS - 1e-4).clamp_min(0)
         highest = torch.floor((original + eps) * LEVELS + 1e-4).clamp_max(LEVELS)
         return torch.minimum(torch.maximum(levels, lowest), highest) / LEVELS
-    rounded = levels.clamp(0, LEVELS) / LEVELS
+    rounded = to_8bit(protected)
     outside = distance(rounded, original, norm) > eps * (1 + 1e-6)  # both L2 norms: eps bounds `distance`
     if not outside.any():
         return rounded

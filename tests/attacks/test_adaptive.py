@@ -7,7 +7,8 @@ from torch import nn
 
 from preempt.attacks.adaptive import AdaptiveAttack, StraightThrough
 from preempt.attacks.ifgsm import IFGSM
-from preempt.receiver_defenses.base import NonDifferentiableTransformError, ReceiverDefended
+from preempt.parts import NonDifferentiableTransformError
+from preempt.receiver_defenses.base import ReceiverDefended
 from preempt.receiver_defenses.bit_depth import BitDepth
 from preempt.receiver_defenses.random_crop import RandomCrop
 

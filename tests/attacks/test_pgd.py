@@ -1,4 +1,5 @@
-"""PGD breaks the shipped standard ResNet-18 on real CIFAR-10 images, in every norm, targeted or not."""
+"""PGD under Linf, L2 and normalized L2: it breaks the shipped ResNet-18, hits targets, stops early, starts from a
+guess."""
 
 import torch
 from conftest import accuracy, assert_in_budget
@@ -8,11 +9,6 @@ from preempt.attacks.pgd import PGD
 from preempt.threat import project
 
 EPS = 8 / 255
-
-
-def test_shipped_resnet18_is_accurate_on_clean_samples(resnet18, cifar_batch) -> None:
-    x, y = cifar_batch
-    assert accuracy(resnet18, x, y) >= 0.85
 
 
 def test_pgd_linf_breaks_resnet18(resnet18, cifar_batch) -> None:
@@ -29,11 +25,6 @@ def test_pgd_l2_breaks_resnet18(resnet18, cifar_batch) -> None:
     x_adv = PGD(resnet18, eps=0.5, norm="L2", steps=10)(x, y)
     assert_in_budget(x_adv, x, 0.5, "L2")
     assert accuracy(resnet18, x_adv, y) <= 0.1
-
-
-def test_no_attack_is_identity(resnet18, cifar_batch) -> None:
-    x, y = cifar_batch
-    assert torch.equal(NoAttack(resnet18)(x, y), x)
 
 
 def test_targeted_pgd_hits_its_targets(resnet18, cifar_batch) -> None:
@@ -72,19 +63,6 @@ def test_record_every_k_keeps_the_last_round() -> None:
     attack = PGD(None, eps=EPS, steps=10, record_every=4)
     assert attack.recorded_rounds == (4, 8, 10)
     assert PGD(None, eps=EPS, steps=10).recorded_rounds == ()
-
-
-def test_a_targeted_attack_without_targets_draws_wrong_classes(digits_models, digits_batch) -> None:
-    x, y = digits_batch
-    model = digits_models["digits_mlp"]
-    attack = PGD(model, eps=0.3, steps=10, targeted=True, early_stop=True, record_every=10)
-    torch.manual_seed(0)
-    first = attack(x, y)
-    torch.manual_seed(0)
-    assert torch.equal(first, attack(x, y))  # the drawn targets follow torch's seed
-    with torch.no_grad():
-        predicted = model(first).argmax(dim=1)
-    assert (predicted != y).float().mean() >= 0.8
 
 
 def test_from_a_reversions_guess_pgd_starts_there_and_keeps_the_budget_around_what_arrived(

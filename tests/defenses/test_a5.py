@@ -1,20 +1,16 @@
-"""A5's robustifier: the formula, the authors' checkpoint format, failures that name the file, and our R."""
+"""A5's robustifier adapter: the formula, the authors' checkpoint format, and failures that name the file or fix."""
 
-import dataclasses
 import re
 from pathlib import Path
 
 import pytest
 import torch
-from conftest import CONF_DIR, accuracy, assert_in_budget
-from hydra import compose, initialize_config_dir
-from omegaconf import OmegaConf, open_dict
 
+from preempt.assembly import Assembly
 from preempt.checkpoints import CheckpointError
-from preempt.defenses import a5 as a5_module
-from preempt.defenses.a5 import A5, Robustifier, RobustifierRecipe, load_or_train_robustifier
-from preempt.defenses.learn_robustifier import learn_robustifier
-from preempt.validation import ConfigError, validate_config
+from preempt.defenses.a5 import A5, Robustifier
+from preempt.parts import ConfigError
+from preempt.validation import validate_config
 
 CIFAR10_MEAN, CIFAR10_STD = [0.4914, 0.4822, 0.4465], [0.2023, 0.1994, 0.2010]
 
@@ -83,55 +79,15 @@ def test_channel_mismatch_says_what_to_use(tmp_path: Path) -> None:
         defense(torch.rand(2, 1, 8, 8), torch.zeros(2).long())
 
 
-@pytest.fixture(scope="module")
-def learned(zoo_dir: Path, tmp_path_factory: pytest.TempPathFactory) -> dict[str, float]:
-    """The learn_robustifier command on the default digits config: trains R into the session zoo once (a run with
-    defense=a5 then loads it) and reports the backbone's accuracy on the held-out images."""
-    with initialize_config_dir(config_dir=str(CONF_DIR), version_base="1.3"):
-        cfg = compose(config_name="learn_robustifier", overrides=[f"paths.cache_dir={zoo_dir}"])
-    with open_dict(cfg):
-        cfg.paths.output_dir = str(tmp_path_factory.mktemp("learn_robustifier"))
-    return learn_robustifier(cfg)
-
-
-def test_learned_robustifier_makes_the_backbone_robust_on_held_out_digits(learned: dict[str, float]) -> None:
-    assert learned["R's output, clean"] >= learned["x, clean"] - 0.02
-    assert learned["R's output, attacked"] >= learned["x, attacked"] + 0.2
-
-
-def test_learned_robustifier_is_cached_and_stays_in_budget(
-    learned: dict[str, float], zoo_dir: Path, digits_models, digits_batch, compose_config, monkeypatch
+def test_a_robustifier_for_other_images_is_refused_when_bound_before_any_image_is_protected(
+    compose_config, tmp_path: Path
 ) -> None:
-    def no_training(*args, **kwargs):
-        raise AssertionError("the cached robustifier was retrained")
-
-    monkeypatch.setattr(a5_module, "train_robustifier", no_training)
-    cfg = OmegaConf.to_container(compose_config("defense=a5"), resolve=True)
-    defense = A5(**{key: value for key, value in cfg["defense"].items() if not key.startswith("_")})
-    backbone = digits_models["digits_cnn_at"]
-    robustifier = load_or_train_robustifier(defense, backbone, cfg["backbone"], cfg["dataset"], zoo_dir)
-    x, y = digits_batch
-    protected = A5(eps=0.2, robustifier=robustifier)(x, y)
-    assert_in_budget(protected, x, 0.2, "Linf")
-    assert accuracy(backbone, protected, y) >= accuracy(backbone, x, y)
+    saved_robustifier(tmp_path / "r.pt", channels=3, width=4)
+    cfg = compose_config("defense=a5", f"defense.checkpoint={tmp_path / 'r.pt'}", "defense.width=4")
+    with pytest.raises(ConfigError, match=r"defense=\w+: the A5 robustifier takes 3-channel images and these have 1"):
+        Assembly(cfg).defense(torch.nn.Identity(), image_shape=(1, 16, 16))
 
 
-def test_command_recipe_is_the_one_a_run_uses() -> None:
-    with initialize_config_dir(config_dir=str(CONF_DIR), version_base="1.3"):
-        cfg = compose(config_name="learn_robustifier")
-    assert OmegaConf.to_container(cfg.robustifier) == dataclasses.asdict(RobustifierRecipe())
-
-
-def test_command_refuses_a_bad_recipe_key_and_a_loaded_robustifier(zoo_dir: Path, tmp_path: Path) -> None:
-    def command(*overrides: str) -> None:
-        with initialize_config_dir(config_dir=str(CONF_DIR), version_base="1.3"):
-            cfg = compose(config_name="learn_robustifier", overrides=[f"paths.cache_dir={zoo_dir}", *overrides])
-        with open_dict(cfg):
-            cfg.paths.output_dir = str(tmp_path)
-        learn_robustifier(cfg)
-
-    with pytest.raises(ConfigError, match=r"robustifier\.epochs=0"):
-        command("robustifier.epochs=0")
-    saved_robustifier(tmp_path / "r.pt", channels=1)
-    with pytest.raises(ConfigError, match=r"drop defense\.checkpoint"):
-        command(f"defense.checkpoint={tmp_path / 'r.pt'}")
+def test_only_a5_without_a_checkpoint_is_given_the_projects_robustifier() -> None:
+    assert A5.models_to_bind({"checkpoint": None, "robustifier": None}) == ("robustifier",)
+    assert A5.models_to_bind({"checkpoint": "robustifier_best", "robustifier": None}) == ()

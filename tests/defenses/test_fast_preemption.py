@@ -7,9 +7,10 @@ from hydra.utils import instantiate
 from torch import nn
 
 from preempt import speed
-from preempt.defenses.base import NoDefense, bind_defense
+from preempt.assembly import bind
 from preempt.defenses.fast_preemption import FastPreemption, step_order
 from preempt.models import PixelClassifier
+from preempt.parts import NoDefense
 from preempt.threat import distance
 
 
@@ -223,7 +224,7 @@ def test_mspd_preset_matches_the_reference_rule_by_hand(compose_config) -> None:
     torch.manual_seed(0)
     linear = nn.Linear(3 * 8 * 8, 10).double()
     backbone = nn.Sequential(nn.Flatten(), linear).requires_grad_(False)
-    defense = bind_defense(instantiate(cfg.defense), backbone)
+    defense = bind(instantiate(cfg.defense), {"backbone": backbone})
     assert (defense.eta, defense.forward_steps, defense.backward_steps) == (1.0, 1, 1)
     x, labels = torch.rand(4, 3, 8, 8, dtype=torch.float64), torch.randint(0, 10, (4,))
     torch.manual_seed(11)
@@ -232,7 +233,9 @@ def test_mspd_preset_matches_the_reference_rule_by_hand(compose_config) -> None:
     noise = [(torch.rand(12, 3, 8, 8, dtype=torch.float64) * 2 - 1) * 0.1 for _ in range(2)]
     expected = reference_rule(x, labels, linear.weight, linear.bias, 0.1, 1.0, noise)
     torch.testing.assert_close(protected, expected)
-    paper = bind_defense(instantiate(compose_config("defense=fast_preemption", "threat.eps=0.1").defense), backbone)
+    paper = bind(
+        instantiate(compose_config("defense=fast_preemption", "threat.eps=0.1").defense), {"backbone": backbone}
+    )
     torch.manual_seed(11)
     assert not torch.allclose(paper(x, labels), protected)
 

@@ -7,7 +7,8 @@ from omegaconf import OmegaConf
 
 from preempt.models import GroundTruth
 from preempt.models.noisy_labels import NoisyLabels, corrupt_labels
-from preempt.validation import ConfigError, check_parts_fit_dataset, validate_config
+from preempt.parts import ConfigError
+from preempt.validation import check_parts_fit_dataset, validate_config
 
 N = 20_000
 

@@ -6,9 +6,10 @@ from pathlib import Path
 
 import pytest
 
-from preempt.reproduce.__main__ import render_all
+from preempt.commands.reproduce import render_all
+from preempt.config import composer
 from preempt.reproduce.render import Stat, condition_holds
-from preempt.reproduce.runs import composer, table_cells
+from preempt.reproduce.runs import table_cells
 from preempt.reproduce.tables import Condition, load_table
 
 TINY = Path(__file__).parent / "tables" / "tiny.yaml"
@@ -108,7 +109,7 @@ def test_claims_compare_means_and_say_so_when_a_cell_is_missing(condition: dict,
 
 
 def test_figures_4_and_5_join_the_index_from_their_numbers_without_drawing_again(tmp_path: Path) -> None:
-    from preempt.reproduce.__main__ import PICTURES_PRESET, draw_pictures
+    from preempt.commands.reproduce import PICTURES_PRESET, draw_pictures
     from preempt.reproduce.pictures import NUMBERS_FILE
 
     assert draw_pictures("quick", [], tmp_path, tmp_path / "logs", draw=False) == ([], "")

@@ -6,11 +6,12 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 from torch import nn
 
-from preempt import run
+from preempt.commands.evaluate import evaluate
 from preempt.defenses.fast_preemption import FastPreemption
 from preempt.models.pixel_classifier import PixelClassifier
-from preempt.reversions import PreemptiveReversion, reverse_secondary_defense
-from preempt.validation import ConfigError, validate_config
+from preempt.parts import ConfigError
+from preempt.reversions.preemptive_reversion import PreemptiveReversion, reverse_secondary_defense
+from preempt.validation import validate_config
 
 SHAPE = (1, 4, 4)
 
@@ -22,7 +23,7 @@ def tiny_backbone() -> nn.Module:
 
 def bound_reversion(eps: float) -> tuple[PreemptiveReversion, FastPreemption]:
     defense = FastPreemption(backbone=tiny_backbone(), eps=eps, n_samples=4)
-    return PreemptiveReversion().bind(defense, lambda x, y, index: y), defense
+    return PreemptiveReversion(secondary_defense=defense, labeler=lambda x, y, index: y), defense
 
 
 def test_algorithm_2_on_a_tiny_model_is_the_formula() -> None:
@@ -65,7 +66,7 @@ def test_what_the_attacker_knows_decides_white_or_black_box() -> None:
     assert PreemptiveReversion(backbone=model).knowledge == "black-box"
     assert PreemptiveReversion(classifier=model).knowledge == "black-box"
     assert PreemptiveReversion(defense_settings={"n_samples": 5}).knowledge == "black-box"
-    with pytest.raises(RuntimeError, match="bind"):
+    with pytest.raises(RuntimeError, match="secondary_defense and labeler"):
         PreemptiveReversion()(torch.rand(1, *SHAPE), torch.zeros(1, dtype=torch.long), torch.zeros(1))
 
 
@@ -91,7 +92,7 @@ def test_bad_reversion_settings_are_refused_naming_the_key(overrides, expected, 
 
 def test_a_sender_defense_is_not_a_reversion(compose_config) -> None:
     with pytest.raises(ConfigError, match=r"reversion=NoDefense is neither a reversion attack .* nor an input"):
-        validate_config(compose_config("reversion=none", "reversion._target_=preempt.defenses.base.NoDefense"))
+        validate_config(compose_config("reversion=none", "reversion._target_=preempt.parts.NoDefense"))
 
 
 def test_reverting_an_unprotected_image_is_flagged(compose_config) -> None:
@@ -106,7 +107,7 @@ def test_an_attacker_backbone_of_other_images_is_refused_before_the_loop(compose
     with pytest.raises(
         ConfigError, match=r"reversion.backbone \w+ takes 1×16×16 images .* cifar10_samples gives 3×32×32"
     ):
-        run.evaluate(cfg)
+        evaluate(cfg)
 
 
 def _protocol_run(compose_config, reversion: str) -> dict:
@@ -119,7 +120,7 @@ def _protocol_run(compose_config, reversion: str) -> dict:
         f"reversion={reversion}",
     )
     cfg.paths.output_dir += f"/{reversion}"
-    return run.evaluate(cfg)
+    return evaluate(cfg)
 
 
 @pytest.mark.slow

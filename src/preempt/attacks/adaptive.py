@@ -13,15 +13,17 @@ PGD (the norm's steepest direction, a fixed length), which does not depend on th
 
 from __future__ import annotations
 
-from typing import Literal
+from collections.abc import Mapping
+from typing import Any, ClassVar, Literal
 
 from pydantic import validate_call
 from torch import Tensor, nn
 
 from preempt.attacks.base import IterativeAttack, predict
 from preempt.attacks.fgsm import fgsm_step, loss_gradient
-from preempt.constraints import ARBITRARY_TYPES, AtLeastOne, Eps, Norm, Positive
-from preempt.receiver_defenses.base import InputTransform, ReceiverDefended
+from preempt.parts import InputTransform
+from preempt.parts.constraints import ARBITRARY_TYPES, AtLeastOne, Eps, Norm, Positive
+from preempt.receiver_defenses.base import ReceiverDefended
 from preempt.threat import project
 
 
@@ -45,8 +47,25 @@ class AdaptiveAttack(IterativeAttack):
 
     Without a receiver-side defense (or with `threat.oblivious`) there is no g to approximate or average:
     the attack is then plain gradient descent on the victim. `approximator` (the learned g′) is bound at test
-    start from the cache (`python -m preempt.attacks.learn_approximator` trains it; a run trains it on first use).
+    start from the cache (`python -m preempt.commands.learn_approximator` trains it; a run trains it on first use).
     """
+
+    bound: ClassVar[tuple[str, ...]] = ("model", "approximator")
+
+    @classmethod
+    def models_to_bind(cls, settings: Mapping[str, Any]) -> tuple[str, ...]:
+        """The learned g′ only when the settings ask for it."""
+        needed = super().models_to_bind(settings)
+        return needed if settings.get("approximation") == "learned" else tuple(n for n in needed if n != "approximator")
+
+    @classmethod
+    def method_name(cls, settings: Mapping[str, Any]) -> str:
+        """The gradient estimators it uses (BPDA, EOT, BPDA+EOT), as the second paper names its attacks."""
+        approximation = settings.get("approximation", "identity")
+        estimators = ["BPDA"] if approximation != "none" else []
+        estimators += ["EOT"] if settings.get("eot_samples", 1) > 1 else []
+        name = "+".join(estimators) or "GradientDescent"
+        return name + (" (learned g′)" if approximation == "learned" else "")
 
     @validate_call(config=ARBITRARY_TYPES)
     def __init__(
@@ -88,7 +107,7 @@ class AdaptiveAttack(IterativeAttack):
         if self.approximator is None:
             raise ValueError(
                 "attack.approximation=learned needs the trained approximator: run through src/main.py (which trains "
-                "and caches it on first use), or pass approximator= (python -m preempt.attacks.learn_approximator)"
+                "and caches it on first use), or pass approximator= (python -m preempt.commands.learn_approximator)"
             )
         return StraightThrough(self.model.victim, self.model.transform, self.approximator)
 

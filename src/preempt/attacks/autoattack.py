@@ -3,14 +3,15 @@
 from __future__ import annotations
 
 import logging
-from typing import ClassVar, Literal
+from collections.abc import Mapping
+from typing import Any, ClassVar, Literal
 
 import torch
 from pydantic import validate_call
 from torch import Tensor, nn
 
 from preempt.attacks.base import Attack
-from preempt.constraints import ARBITRARY_TYPES, Eps, Norm
+from preempt.parts.constraints import ARBITRARY_TYPES, Eps, Norm
 
 PACKAGE_LOGGER = "auto-attack"
 # The attacks each version runs, in the package's order (AutoAttack.set_version).
@@ -40,6 +41,12 @@ class AutoAttack(Attack):
     """
 
     norms: ClassVar[tuple[str, ...]] = ("Linf", "L2")
+
+    @classmethod
+    def method_name(cls, settings: Mapping[str, Any]) -> str:
+        """Marked with the attacks it runs when it runs only some of its version's."""
+        attacks = settings.get("attacks")
+        return cls.__name__ + (f" ({', '.join(attacks)})" if attacks else "")
 
     @validate_call(config=ARBITRARY_TYPES)
     def __init__(

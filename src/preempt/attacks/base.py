@@ -3,14 +3,16 @@
 from __future__ import annotations
 
 from abc import ABC, abstractmethod
+from collections.abc import Mapping
 from dataclasses import dataclass
-from typing import ClassVar
+from typing import Any, ClassVar
 
 import torch
 from torch import Tensor, nn
 
 from preempt import randomness
-from preempt.constraints import Eps, Norm
+from preempt.parts import Part
+from preempt.parts.constraints import Eps, Norm
 from preempt.threat import NORMS, project, validate_budget
 
 
@@ -29,16 +31,18 @@ def predict(model: nn.Module, x: Tensor) -> Tensor:
         return model(x).argmax(dim=1)
 
 
-class Attack(ABC):
+class Attack(Part, ABC):
     """Perturbs images within an eps-ball in `norm` to make `model` misclassify them (or predict a target).
 
     `attack(x, y)` returns adversarial images for clean images `x` in [0,1] with true labels `y`; a targeted
-    attack (`targeted=True`) is given `target=` or draws one per image among the wrong classes.
+    attack (`targeted=True`) is given `target=` or draws one per image among the wrong classes. The attacked
+    `model` (the victim, or victim∘g) is given at test start.
     Constructors check every setting and must not touch the model: the config validation builds each attack
     once with `model=None` to refuse bad settings before any model exists. `needs_gradients` says whether it
     follows the model's input gradients, which a non-differentiable receiver-side defense does not have.
     """
 
+    bound: ClassVar[tuple[str, ...]] = ("model",)
     needs_gradients: ClassVar[bool] = True
     norms: ClassVar[tuple[str, ...]] = NORMS
     targeted: bool = False
@@ -54,6 +58,15 @@ class Attack(ABC):
         self.eps = eps
         self.norm = norm
         self.targeted = targeted
+
+    @classmethod
+    def label(cls, settings: Mapping[str, Any]) -> str:
+        """The method's name, marked when the settings make it targeted."""
+        return cls.method_name(settings) + (" targeted" if settings.get("targeted") else "")
+
+    @classmethod
+    def method_name(cls, settings: Mapping[str, Any]) -> str:
+        return cls.__name__
 
     @property
     def gradient_model(self) -> nn.Module:
@@ -167,16 +180,18 @@ class IterativeAttack(Attack):
         return x_adv
 
 
-class NoAttack:
-    """The identity: scores the protected images as they arrive."""
+class NoAttack(Attack):
+    """The identity: scores the protected images as they arrive (no budget of its own)."""
 
-    norm = "Linf"
-    needs_gradients = False
-    targeted = False
+    needs_gradients: ClassVar[bool] = False
 
     def __init__(self, model: nn.Module | None) -> None:
         self.model = model
+        self.eps, self.norm, self.targeted = 0.0, "Linf", False
 
     def __call__(self, x: Tensor, y: Tensor, target: Tensor | None = None, start: Tensor | None = None) -> Tensor:
         """What arrived, or the reversion's guess when there is one (sent as it is: no budget to keep)."""
         return x if start is None else start
+
+    def perturb(self, x: Tensor, y: Tensor, target: Tensor | None) -> Tensor:
+        return x

@@ -9,7 +9,7 @@ from pydantic import validate_call
 from torch import Tensor, nn
 
 from preempt.attacks.base import Attack
-from preempt.constraints import ARBITRARY_TYPES, AtLeastOne, Eps, NonNegativeFloat, Norm, Positive
+from preempt.parts.constraints import ARBITRARY_TYPES, AtLeastOne, Eps, NonNegativeFloat, Norm, Positive
 from preempt.threat import project
 
 

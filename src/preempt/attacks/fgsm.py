@@ -8,7 +8,7 @@ from pydantic import validate_call
 from torch import Tensor, nn
 
 from preempt.attacks.base import Attack
-from preempt.constraints import ARBITRARY_TYPES, Eps, Norm
+from preempt.parts.constraints import ARBITRARY_TYPES, Eps, Norm
 from preempt.speed import chunks
 from preempt.threat import project, radius, steepest_direction
 

@@ -6,7 +6,7 @@ from pydantic import validate_call
 from torch import nn
 
 from preempt.attacks.pgd import PGD
-from preempt.constraints import ARBITRARY_TYPES, AtLeastOne, Eps, Norm, Positive
+from preempt.parts.constraints import ARBITRARY_TYPES, AtLeastOne, Eps, Norm, Positive
 
 
 class IFGSM(PGD):

@@ -13,7 +13,7 @@ from threadpoolctl import threadpool_limits
 from torch import Tensor, nn
 
 from preempt.attacks.base import Attack, attack_succeeded, predict
-from preempt.constraints import ARBITRARY_TYPES, AtLeastOne, Eps, Norm, Positive
+from preempt.parts.constraints import ARBITRARY_TYPES, AtLeastOne, Eps, Norm, Positive
 from preempt.threat import project
 
 

@@ -7,7 +7,7 @@ from torch import Tensor, nn
 
 from preempt.attacks.base import IterativeAttack
 from preempt.attacks.fgsm import fgsm_step
-from preempt.constraints import ARBITRARY_TYPES, AtLeastOne, Eps, Norm, Positive
+from preempt.parts.constraints import ARBITRARY_TYPES, AtLeastOne, Eps, Norm, Positive
 from preempt.threat import random_uniform
 
 

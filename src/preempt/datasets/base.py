@@ -2,14 +2,16 @@
 
 from __future__ import annotations
 
+import inspect
 from pathlib import Path
 
 import torch
+from hydra.utils import get_object
 from omegaconf import OmegaConf
 from torch import Tensor
 from torch.utils.data import Dataset
 
-from preempt.models.spec import ModelSpec, spec_of
+from preempt.parts.model import ModelSpec, spec_of
 
 CIFAR10_SPEC = ModelSpec(input_shape=(3, 32, 32), num_classes=10)
 DATASET_CONFIGS = Path(__file__).resolve().parents[3] / "conf" / "dataset"
@@ -65,8 +67,6 @@ def select_slice(available: int, n_samples: int | None, offset: int, name: str) 
 def dataset_options_of_shape(shape: tuple[int, ...]) -> list[str]:
     """The `dataset=` options whose images (at the option's own settings) have this (C, H, W) shape: what a
     model of that input shape can be run on."""
-    from hydra.utils import get_object
-
     options = []
     for path in sorted(DATASET_CONFIGS.glob("*.yaml")):
         node = OmegaConf.to_container(OmegaConf.load(path), resolve=False).get("dataset", {})
@@ -84,3 +84,16 @@ def datasets_hint(shape: tuple[int, ...]) -> str:
     if not fitting:
         return f"no shipped dataset gives {size} images: use dataset=folder with images of that size"
     return f"datasets of {size} images: {', '.join(f'dataset={option}' for option in fitting)}"
+
+
+def whole_training_split(dataset_config: dict) -> dict:
+    """The dataset config of the loader's whole training split, where it has one; otherwise the config as given.
+
+    What the project trains its own helpers on (A5's robustifier, the BPDA approximator): every evaluation slice
+    of a dataset then shares one; g is public, so an attacker may apply it to any image, including those it attacks.
+    """
+    parameters = inspect.signature(get_object(dataset_config["_target_"])).parameters
+    if "split" not in parameters:
+        return dataset_config
+    whole_split = {"split": "train", "n_samples": None, "offset": 0}
+    return {**dataset_config, **{name: value for name, value in whole_split.items() if name in parameters}}

@@ -8,8 +8,8 @@ import numpy as np
 import torch
 
 from preempt.datasets.base import CIFAR10_SPEC, ImageDataset, select_slice
-from preempt.models.spec import declares_spec
 from preempt.network import reachable, socket_timeout
+from preempt.parts.model import declares_spec
 
 
 class DatasetNotFoundError(FileNotFoundError):

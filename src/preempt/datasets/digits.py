@@ -11,9 +11,9 @@ from sklearn.datasets import load_digits
 from sklearn.model_selection import train_test_split
 from torch import Tensor
 
-from preempt.constraints import AtLeastOne, NonNegative
 from preempt.datasets.base import ImageDataset, select_slice
-from preempt.models.spec import ModelSpec, declares_spec
+from preempt.parts.constraints import AtLeastOne, NonNegative
+from preempt.parts.model import ModelSpec, declares_spec
 
 TEST_FRACTION = 0.2
 SPLIT_SEED = 0
@@ -52,3 +52,7 @@ def digits(
     images, labels = digits_split(split, image_size)
     part = select_slice(len(labels), n_samples, offset, "digits")
     return ImageDataset(images[part], labels[part], num_classes=10, name=f"digits_{split}", offset=part.start)
+
+
+# The split the digits zoo trains on: evaluating there is flagged (`preempt.validation.rules.dataset_warnings`).
+digits.zoo_training_split = "train"

@@ -13,8 +13,8 @@ import torch
 from PIL import Image
 from torchvision.transforms import functional as TF
 
-from preempt.constraints import AtLeastOne, NonNegative
 from preempt.datasets.base import ImageDataset, select_slice
+from preempt.parts.constraints import AtLeastOne, NonNegative
 
 IMAGE_SUFFIXES = {".png", ".jpg", ".jpeg", ".bmp", ".webp"}
 NAME_PATTERN = re.compile(r"^(?:.*_)?(\d+)_(\d+)$")

@@ -14,11 +14,11 @@ from typing import Literal
 
 import torch
 
-from preempt.constraints import AtLeastOne, NonNegative
 from preempt.datasets.base import ImageDataset, select_slice
 from preempt.datasets.cifar10 import DatasetNotFoundError
 from preempt.datasets.folder import IMAGE_SUFFIXES, load_images
-from preempt.models.spec import ModelSpec, declares_spec
+from preempt.parts.constraints import AtLeastOne, NonNegative
+from preempt.parts.model import ModelSpec, declares_spec
 
 NUM_CLASSES = 1000
 # Kaggle's copy of the dev set names its label file images.csv; the competition repository, dev_dataset.csv.

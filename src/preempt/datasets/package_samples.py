@@ -4,15 +4,14 @@ from __future__ import annotations
 
 import importlib.util
 import shutil
-import sys
 from pathlib import Path
 
 import torch
 
-from preempt.constraints import AtLeastOne, NonNegative
 from preempt.datasets.base import CIFAR10_SPEC, ImageDataset, select_slice
 from preempt.datasets.folder import labelled_files, load_images
-from preempt.models.spec import ModelSpec, declares_spec
+from preempt.parts.constraints import AtLeastOne, NonNegative
+from preempt.parts.model import ModelSpec, declares_spec
 
 
 def foolbox_data_dir() -> Path:
@@ -52,9 +51,3 @@ def export_samples(prefix: str, folder: Path) -> list[Path]:
         raise FileNotFoundError(f"no {prefix}_* sample files in {foolbox_data_dir()}; prefixes: cifar10, imagenet")
     folder.mkdir(parents=True, exist_ok=True)
     return [Path(shutil.copy2(source, folder / source.name)) for source in sources]
-
-
-if __name__ == "__main__":
-    # python -m preempt.datasets.package_samples cifar10 data/samples/cifar10
-    copied = export_samples(sys.argv[1], Path(sys.argv[2]))
-    print(f"{len(copied)} files in {sys.argv[2]}")

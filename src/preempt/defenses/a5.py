@@ -5,46 +5,24 @@ authors' CIFAR-10 R) and eps per channel in [0,1] pixel units. The man in the mi
 the victim alone: R is the sender's, not part of the attacked graph.
 
 `A5(checkpoint=...)` loads an R from a file (the authors' `robustifier_best`, three 5×5 convolutions
-C→64→64→C with ReLUs, state dict under "state_dict"). Without a file, a run uses an R the project trains itself
-on the dataset's training split against the backbone, cached like the digits zoo (`load_or_train_robustifier`,
-or `python -m preempt.defenses.learn_robustifier`).
-
-How that R is trained differs from the paper: A5 minimizes a certified (CROWN-IBP) bound from auto-LiRPA, and
-auto-LiRPA's only release on PyPI (0.3) requires torch < 1.13 and fails to import with NumPy 2. Ours minimizes the
-backbone's cross-entropy at PGD adversarial examples of x_rob instead (first-order: the PGD perturbation is a
-constant), with A5's curriculum: the attack's eps ramps up from 0 while the loss moves from clean to adversarial.
-The backbone stays frozen (A5's "R" recipe; its "RC" recipe also retrains the classifier).
+C→64→64→C with ReLUs, state dict under "state_dict"). Without a file, a run binds an R the project trains itself
+on the dataset's training split against the backbone, cached like the digits zoo (`preempt.zoo.robustifiers`).
 """
 
 from __future__ import annotations
 
-import dataclasses
-import json
-import logging
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from pathlib import Path
-from typing import ClassVar
+from typing import Any, ClassVar
 
 import torch
-import torch.nn.functional as F
-from hydra.utils import instantiate
-from pydantic import ConfigDict, validate_call
-from pydantic.dataclasses import dataclass
+from pydantic import validate_call
 from torch import Tensor, nn
 
-from preempt.attacks.approximator import training_dataset_config
-from preempt.attacks.pgd import PGD
-from preempt.checkpoints import CheckpointError, cache_path, load_cached, load_checkpoint, save_with_checksum
-from preempt.constraints import ARBITRARY_TYPES, AtLeastOne, Eps, NonNegative, Norm, Positive
-from preempt.defenses.base import Defense
+from preempt.checkpoints import CheckpointError, load_checkpoint
+from preempt.parts.constraints import ARBITRARY_TYPES, AtLeastOne, Eps, Norm, Positive
+from preempt.parts.defense import Defense
 from preempt.threat import validate_budget
-
-log = logging.getLogger(__name__)
-
-# Bump when the architecture or the training code changes, so stale cached robustifiers are not reused.
-TRAINING_CODE_VERSION = 1
-# Config keys that say where files live, not what a model is: left out of the cache key.
-LOCATION_KEYS = ("cache_dir", "data_dir", "model_dir")
 
 
 class Robustifier(nn.Module):
@@ -123,10 +101,16 @@ class A5(Defense):
     eps: A5's eps_def, one value or one per channel, in [0,1] pixel units (the Fast Preemption paper runs A5 at
     the threat's eps). mean, std: the normalization R reads its input in (the authors' CIFAR-10 R: CIFAR-10's
     statistics); unset, R reads [0,1] pixels, as the project's own R does. Without `checkpoint` and
-    `robustifier`, a run binds the project's trained R (`load_or_train_robustifier`) at test start.
+    `robustifier`, a run binds the project's trained R (`preempt.zoo.robustifiers`) at test start.
     """
 
+    bound: ClassVar[tuple[str, ...]] = ("robustifier",)
     norms: ClassVar[tuple[str, ...]] = ("Linf",)
+
+    @classmethod
+    def models_to_bind(cls, settings: Mapping[str, Any]) -> tuple[str, ...]:
+        """The project's R only when no checkpoint gives one."""
+        return () if settings.get("checkpoint") is not None else super().models_to_bind(settings)
 
     @validate_call(config=ARBITRARY_TYPES)
     def __init__(
@@ -165,125 +149,25 @@ class A5(Defense):
         self.width, self.kernel_size = width, kernel_size
         self.robustifier = robustifier if checkpoint is None else read_robustifier(checkpoint, width, kernel_size)
 
+    def check_fits(self, image_shape: tuple[int, ...]) -> None:
+        """Per-channel settings and R's channels must match the images'."""
+        channels = image_shape[0]
+        for name, values in (("eps", self.eps), ("mean", self.mean)):
+            if isinstance(values, list) and len(values) not in (1, channels):
+                raise ValueError(f"defense.{name} has {len(values)} values for images of {channels} channels")
+        expected = getattr(self.robustifier, "channels", channels)
+        if expected != channels:
+            raise ValueError(
+                f"the A5 robustifier takes {expected}-channel images and these have {channels}: use a robustifier "
+                f"made for this dataset (defense.checkpoint)"
+            )
+
     def __call__(self, x: Tensor, labels: Tensor) -> Tensor:
         if self.robustifier is None:
             raise RuntimeError(
                 "A5 has no robustifier: set defense.checkpoint=<file>, or pass robustifier= (a run binds the "
                 "project's trained one when the checkpoint is unset)"
             )
-        channels = getattr(self.robustifier, "channels", x.shape[1])
-        for name, values in (("eps", self.eps), ("mean", self.mean)):
-            if isinstance(values, list) and len(values) not in (1, x.shape[1]):
-                raise ValueError(f"defense.{name} has {len(values)} values for images of {x.shape[1]} channels")
-        if channels != x.shape[1]:
-            raise ValueError(
-                f"the A5 robustifier takes {channels}-channel images and these have {x.shape[1]}: use a robustifier "
-                f"made for this dataset (defense.checkpoint)"
-            )
+        self.check_fits(tuple(x.shape[1:]))
         with torch.no_grad():
             return robustify(self.robustifier, x.detach(), self.eps, self.mean, self.std)
-
-
-@dataclass(frozen=True, config=ConfigDict(extra="forbid"))
-class RobustifierRecipe:
-    """How the project trains R; the defaults are the one recipe a run and the command share."""
-
-    epochs: AtLeastOne = 10
-    batch_size: AtLeastOne = 64
-    lr: Positive = 1e-3
-    attack_steps: AtLeastOne = 7  # PGD steps of 2.5·eps/steps, one random start, against the frozen backbone
-    warmup_epochs: NonNegative = 3  # the attack's eps ramps linearly from 0 to eps over these epochs
-    seed: NonNegative = 0
-
-
-def train_robustifier(
-    backbone: nn.Module,
-    images: Tensor,
-    labels: Tensor,
-    *,
-    eps: float,
-    width: int,
-    kernel_size: int,
-    epochs: int,
-    batch_size: int,
-    lr: float,
-    attack_steps: int,
-    warmup_epochs: int,
-    seed: int,
-) -> Robustifier:
-    """Adam on R's weights: loss f·CE(f_b(x_rob), y) + (1−f)·CE(f_b(x_rob + δ), y), δ a PGD attack of budget
-    (1−f)·eps on x_rob, and f falling linearly from 1 to 0 over the warm-up (A5's schedule factor). Deterministic
-    given `seed`, without touching the caller's random state."""
-    with torch.random.fork_rng(devices=[images.device] if images.device.type == "cuda" else []):
-        torch.manual_seed(seed)
-        model = Robustifier(images.shape[1], width, kernel_size).to(images.device)
-        optimizer = torch.optim.Adam(model.parameters(), lr=lr)
-        batches_per_epoch = -(-len(images) // batch_size)
-        warmup_batches = warmup_epochs * batches_per_epoch
-        done = 0
-        for _ in range(epochs):
-            for batch in torch.randperm(len(images), device=images.device).split(batch_size):
-                clean_weight = max(0.0, 1 - (done + 1) / warmup_batches) if warmup_batches else 0.0
-                x, y = images[batch], labels[batch]
-                x_rob = robustify(model, x, eps)
-                loss = clean_weight * F.cross_entropy(backbone(x_rob), y)
-                if clean_weight < 1:
-                    attack = PGD(backbone, eps * (1 - clean_weight), "Linf", steps=attack_steps)
-                    delta = attack(x_rob, y) - x_rob.detach()
-                    loss = loss + (1 - clean_weight) * F.cross_entropy(backbone(x_rob + delta), y)
-                optimizer.zero_grad()
-                loss.backward()
-                optimizer.step()
-                done += 1
-    return model.eval().requires_grad_(False)
-
-
-def _without_locations(config: dict) -> dict:
-    return {key: value for key, value in config.items() if key not in LOCATION_KEYS}
-
-
-def full_recipe(defense: A5, backbone_config: dict, dataset_config: dict, recipe: dict | None = None) -> dict:
-    """Everything the trained weights depend on, as JSON reads it back (the cache key and the sidecar)."""
-    full = {
-        "backbone": _without_locations(backbone_config),
-        "training_images": _without_locations(training_dataset_config(dataset_config)),
-        "robustifier": {"eps": defense.eps, "width": defense.width, "kernel_size": defense.kernel_size},
-        "training": dataclasses.asdict(RobustifierRecipe(**(recipe or {}))),
-        "code_version": TRAINING_CODE_VERSION,
-    }
-    return json.loads(json.dumps(full, sort_keys=True))
-
-
-def robustifier_path(full: dict, cache_dir: str | Path) -> Path:
-    return cache_path(cache_dir, "robustifiers", full)
-
-
-def load_or_train_robustifier(
-    defense: A5,
-    backbone: nn.Module,
-    backbone_config: dict,
-    dataset_config: dict,
-    cache_dir: str | Path,
-    recipe: dict | None = None,
-) -> Robustifier:
-    """The cached R for this backbone, training images, eps and recipe, trained and cached first if there is no
-    intact one. Training uses the dataset's whole train split where its loader has one."""
-    full = full_recipe(defense, backbone_config, dataset_config, recipe)
-    path = robustifier_path(full, cache_dir)
-    cached = load_cached(path, full, lambda saved: Robustifier(saved["channels"], defense.width, defense.kernel_size))
-    if cached is not None:
-        return cached
-    training = instantiate(training_dataset_config(dataset_config))
-    device = next(backbone.parameters()).device
-    log.info("training the A5 robustifier on %d images against the backbone (cached at %s)", len(training), path)
-    model = train_robustifier(
-        backbone,
-        training.images.to(device),
-        training.labels.to(device),
-        eps=defense.eps,
-        width=defense.width,
-        kernel_size=defense.kernel_size,
-        **full["training"],
-    )
-    save_with_checksum(model.state_dict(), path, {"recipe": full, "channels": training.images.shape[1]})
-    return model

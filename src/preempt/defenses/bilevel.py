@@ -15,8 +15,8 @@ from pydantic import validate_call
 from torch import Tensor, nn
 
 from preempt.attacks.pgd import PGD
-from preempt.constraints import ARBITRARY_TYPES, AtLeastOne, Eps, Norm, Positive
-from preempt.defenses.base import Defense
+from preempt.parts.constraints import ARBITRARY_TYPES, AtLeastOne, Eps, Norm, Positive
+from preempt.parts.defense import Defense
 from preempt.threat import project, random_uniform, validate_budget
 
 # The authors' settings: RMSprop on the tanh variable under Linf, plain gradient descent on pixels under L2.

@@ -15,8 +15,8 @@ from torch import Tensor, nn
 
 from preempt import speed
 from preempt.attacks.fgsm import fgsm_step
-from preempt.constraints import ARBITRARY_TYPES, AtLeastOne, Eps, NonNegative, Norm, Positive, StepFraction
-from preempt.defenses.base import Defense
+from preempt.parts.constraints import ARBITRARY_TYPES, AtLeastOne, Eps, NonNegative, Norm, Positive, StepFraction
+from preempt.parts.defense import Defense
 from preempt.threat import project, random_uniform, validate_budget
 
 LOWER_LOSS = True  # forward propagation (Eq. 10): FGSM that moves away from the wrong classes

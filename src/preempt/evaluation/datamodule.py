@@ -2,13 +2,46 @@
 
 from __future__ import annotations
 
+import math
 from collections.abc import Iterator
 
 import lightning as L
+import torch
 from torch.utils.data import DataLoader, Sampler
 
 from preempt.datasets.base import ImageDataset
-from preempt.validation import check_every_process_gets_a_batch
+from preempt.parts import ConfigError
+
+
+def expected_processes(trainer: dict) -> int:
+    """How many processes the trainer config will start (devices × nodes), as Lightning counts them."""
+    devices = trainer.get("devices", 1)
+    if isinstance(devices, list):
+        count = len(devices)
+    elif isinstance(devices, int) and devices > 0:
+        count = devices
+    elif trainer.get("accelerator", "auto") in ("auto", "gpu", "cuda") and torch.cuda.is_available():
+        count = torch.cuda.device_count()  # devices "auto" or -1: every visible GPU
+    else:
+        count = 1
+    return count * int(trainer.get("num_nodes", 1))
+
+
+def check_every_process_gets_a_batch(n_samples: int, batch_size: int, processes: int) -> None:
+    """DDP needs a batch on every process: a process with none never joins the metric sync, and the run hangs."""
+    batches = math.ceil(n_samples / batch_size)
+    if batches >= processes:
+        return
+    if n_samples < processes:
+        raise ConfigError(
+            f"{n_samples} samples cannot feed {processes} processes: raise dataset.n_samples to at least "
+            f"{processes}, or set trainer.devices={n_samples} (or trainer=default for one process)"
+        )
+    fitting = next(b for b in range(math.ceil(n_samples / processes), 0, -1) if math.ceil(n_samples / b) >= processes)
+    raise ConfigError(
+        f"{n_samples} samples at batch_size={batch_size} make {batches} batch(es) for {processes} processes, and "
+        f"each process needs one: set batch_size={fitting} (or less), or trainer.devices={batches}"
+    )
 
 
 class BatchShardSampler(Sampler[list[int]]):

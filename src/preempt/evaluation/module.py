@@ -5,7 +5,6 @@ from __future__ import annotations
 import contextlib
 import logging
 import time
-from collections.abc import Callable
 
 import lightning as L
 import torch
@@ -15,48 +14,27 @@ from torchmetrics.classification import MulticlassAccuracy
 from torchmetrics.image import StructuralSimilarityIndexMeasure
 
 from preempt.attacks.base import Attack, IterativeAttack, NoAttack, attack_succeeded, random_targets
-from preempt.defenses.base import Defense, bind_defense
 from preempt.evaluation.metrics import RoundCurves
 from preempt.evaluation.protection_cache import ProtectionCache
 from preempt.evaluation.sanity import FLAG_ADVICE, FLAGS, sanity_flags
-from preempt.models.labels import LabelOnly, assign_labels
-from preempt.randomness import SEED_STRIDE, per_sample_streams
-from preempt.receiver_defenses.base import Identity, InputTransform, ReceiverDefended, output_variance
-from preempt.reversions.base import NoReversion, Reversion, revert
-from preempt.reversions.preemptive_reversion import PreemptiveReversion
-from preempt.speed import accelerate
-from preempt.threat import distance
+from preempt.parts import Defense, Identity, InputTransform, LabelOnly, NoReversion, Reversion, assign_labels, revert
+from preempt.parts.part import held_models
+from preempt.randomness import per_sample_streams, seed_batch
+from preempt.receiver_defenses import receiver_model
+from preempt.receiver_defenses.base import output_variance
+from preempt.speed import timed
+from preempt.threat import distance, to_8bit
 
 log = logging.getLogger(__name__)
-
-
-def seed_batch(run_seed: int, first_index: int) -> None:
-    """Seed torch for the batch that starts at sample `first_index`: the same draws whatever the batch order."""
-    torch.manual_seed(run_seed * SEED_STRIDE + first_index)
-
-
-def timed(x: Tensor, work: Callable[[], Tensor]) -> tuple[Tensor, float]:
-    """work()'s result and its wall-clock seconds, waiting for the GPU on both sides when `x` is on one."""
-    if x.is_cuda:
-        torch.cuda.synchronize(x.device)
-    start = time.perf_counter()
-    result = work()
-    if x.is_cuda:
-        torch.cuda.synchronize(x.device)
-    return result, time.perf_counter() - start
-
-
-def to_8bit(x: Tensor) -> Tensor:
-    """What the receiver gets from a saved PNG: every pixel rounded to the nearest of 256 levels."""
-    return torch.round(x * 255) / 255
 
 
 class PreemptiveEvaluation(L.LightningModule):
     """Scores a sender-side defense against a man-in-the-middle attack on the receiver's victim model.
 
-    `defense` and `attack` are factories (Hydra `_partial_`), bound here to the backbone and the victim. A
-    `receiver_defense` g wraps the victim once as victim∘g: every accuracy is the receiver's, and the attack
-    sees victim∘g unless the threat is `oblivious` (then it attacks the bare victim).
+    Every part comes bound to its models (`preempt.assembly`): the defense to the backbone, the attack to the model
+    it attacks (victim∘g, or the bare victim for an oblivious attacker). A `receiver_defense` g wraps the victim
+    once as victim∘g: every accuracy is the receiver's. Every model a part holds is registered here, so Lightning
+    moves it with the module.
     Each batch is seeded from the run seed and its first sample index, so random starts do not depend on
     batch order or on how many processes share the work; with `per_sample_randomness` the defense's and the
     attack's random starts and the targets come from each sample's own stream (`preempt.randomness`), so they
@@ -77,47 +55,34 @@ class PreemptiveEvaluation(L.LightningModule):
     def __init__(
         self,
         classifier: nn.Module | LabelOnly,
-        backbone: nn.Module,
         victim: nn.Module,
-        defense: Callable[..., Defense],
-        attack: Callable[..., Attack | NoAttack],
+        defense: Defense,
+        attack: Attack,
         num_classes: int,
         seed: int = 0,
         transmit_8bit: bool = False,
         receiver_defense: InputTransform | None = None,
-        oblivious: bool = False,
         reversion: Reversion | InputTransform | None = None,
-        speed: dict | None = None,
         per_sample_randomness: bool = False,
         protection_cache: ProtectionCache | None = None,
     ) -> None:
         super().__init__()
-        for role, model in (("backbone", backbone), ("victim", victim)):
-            if not isinstance(model, nn.Module) or isinstance(model, LabelOnly):
-                raise TypeError(
-                    f"the {role} must be a model config, not {type(model).__name__}; "
-                    f"label-only models (ground_truth, noisy_labels) can only be the classifier"
-                )
+        if not isinstance(victim, nn.Module) or isinstance(victim, LabelOnly):
+            raise TypeError(
+                f"the victim must be a model config, not {type(victim).__name__}; "
+                f"label-only models (ground_truth, noisy_labels) can only be the classifier"
+            )
         self.classifier = classifier
-        self.backbone = backbone
         self.victim = victim
-        # The `speed` options (bf16, channels_last, compile) apply to the defense's passes only: the victim is
-        # attacked and scored in fp32.
-        self.defense = bind_defense(defense, accelerate(backbone, speed or {}))
+        self.defense = defense
         self.reversion = reversion if reversion is not None else NoReversion()
         self.reverting = not isinstance(self.reversion, NoReversion)
-        if isinstance(self.reversion, PreemptiveReversion):
-            self.bind_preemptive_reversion(self.reversion, defense, num_classes)
         self.receiver_defense = receiver_defense if receiver_defense is not None else Identity()
-        defended = not isinstance(self.receiver_defense, Identity)
-        self.receiver = ReceiverDefended(victim, self.receiver_defense) if defended else victim
-        self.attack = attack(model=victim if oblivious else self.receiver)
-        # A learned BPDA approximator, A5's robustifier and DiffPure's score model are models too: registered here,
-        # so Lightning moves them.
-        self.approximator = getattr(self.attack, "approximator", None)
-        self.robustifier = getattr(self.defense, "robustifier", None)
-        self.score_model = getattr(self.receiver_defense, "score_model", None)
-        self.reversion_score_model = getattr(self.reversion, "score_model", None)
+        self.receiver = receiver_model(victim, self.receiver_defense)
+        self.attack = attack
+        for role in ("defense", "attack", "receiver_defense", "reversion"):
+            for name, model in held_models(getattr(self, role), role).items():
+                self.add_module(name, model)
         self.seed = seed
         self.per_sample_randomness = per_sample_randomness
         self.protection_cache = protection_cache
@@ -161,22 +126,6 @@ class PreemptiveEvaluation(L.LightningModule):
         self.round_curves = RoundCurves(recorded) if recorded else None
         self.rounds: dict[str, list] | None = None
         self.checked = self.square_reported = False
-
-    def bind_preemptive_reversion(
-        self, reversion: PreemptiveReversion, defense: Callable[..., Defense], num_classes: int
-    ) -> None:
-        """What the attacker re-runs: its own backbone, classifier and defense where the reversion config gives
-        them (black-box), the sender's where it does not (white-box). Its models are registered, so they move."""
-        self.reversion_backbone = reversion.backbone
-        self.reversion_classifier = reversion.classifier
-        attacker_defense = reversion.defense_factory or defense
-        attacker_classifier = reversion.classifier if reversion.classifier is not None else self.classifier
-
-        def attacker_labels(x: Tensor, y: Tensor, index: Tensor) -> Tensor:
-            return assign_labels(attacker_classifier, x, y, index, num_classes)
-
-        attacker_backbone = reversion.backbone if reversion.backbone is not None else self.backbone
-        reversion.bind(bind_defense(attacker_defense, attacker_backbone), attacker_labels)
 
     def labels(self, x: Tensor, y: Tensor, index: Tensor) -> Tensor:
         """The sender's labels: the classifier's predictions, or a label-only model's (ground truth, noisy)."""

@@ -12,14 +12,13 @@ from __future__ import annotations
 from pathlib import Path
 
 import torch
+from hydra.utils import get_object
 from torch import Tensor
 
 from preempt import randomness
 from preempt.files import replace_atomically
-from preempt.manifest import digest, without_neutral_keys
-
-# The speed options that change the protected pixels (chunking and the allocator do not).
-RESULT_CHANGING_SPEED = ("bf16", "channels_last", "compile", "cuda_graphs")
+from preempt.fingerprint import digest, without_neutral_keys
+from preempt.speed import ACCELERATIONS
 
 
 def protection_fingerprint(config: dict) -> str:
@@ -28,7 +27,7 @@ def protection_fingerprint(config: dict) -> str:
     kept = {
         **{role: config[role] for role in ("defense", "backbone", "classifier", "seed", "randomness")},
         "dataset": dataset,
-        "speed": {key: config["speed"][key] for key in RESULT_CHANGING_SPEED},
+        "speed": {key: config["speed"][key] for key in ACCELERATIONS},
     }
     if config["randomness"] == "per_batch":
         kept["batch_size"] = config["batch_size"]
@@ -69,3 +68,10 @@ class ProtectionCache:
             "streams": randomness.stream_states(),
         }
         replace_atomically(self.path(first_index, size), lambda tmp: torch.save(entry, tmp))
+
+
+def protection_cache_for(config: dict) -> ProtectionCache | None:
+    """The protected-image cache when `protection_cache=true` and the defense protects at all."""
+    if not config["protection_cache"] or not get_object(config["defense"]["_target_"]).protects:
+        return None
+    return ProtectionCache(Path(config["paths"]["protected_dir"]), protection_fingerprint(config))

@@ -7,7 +7,7 @@ from pathlib import Path
 
 from preempt.checkpoints import load_checkpoint
 from preempt.models.pixel_classifier import PixelClassifier
-from preempt.models.spec import ModelSpec, declares_spec
+from preempt.parts.model import ModelSpec, declares_spec
 
 
 def _examples_dir() -> Path:

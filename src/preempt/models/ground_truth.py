@@ -2,8 +2,7 @@
 
 from torch import Tensor
 
-from preempt.models.labels import LabelOnly
-from preempt.models.spec import ModelSpec
+from preempt.parts.model import LabelOnly, ModelSpec
 
 
 class GroundTruth(LabelOnly):

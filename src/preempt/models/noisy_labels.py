@@ -16,10 +16,9 @@ from hydra.utils import get_object
 from pydantic import validate_call
 from torch import Tensor, nn
 
-from preempt.constraints import ARBITRARY_TYPES, NonNegative
 from preempt.models.ground_truth import GroundTruth
-from preempt.models.labels import LabelOnly, assign_labels
-from preempt.models.spec import ModelSpec, spec_of
+from preempt.parts.constraints import ARBITRARY_TYPES, NonNegative
+from preempt.parts.model import LabelOnly, ModelSpec, assign_labels, spec_of
 
 Fraction = Annotated[float, Ge(0), Le(1)]
 _GOLDEN = np.uint64(0x9E3779B97F4A7C15)

@@ -15,8 +15,8 @@ import torch
 
 from preempt.checkpoints import CheckpointError, check_file, tensors_only_loads, unpickling_error
 from preempt.models.pixel_classifier import PixelClassifier
-from preempt.models.spec import ModelSpec, declares_spec
 from preempt.network import reachable, socket_timeout
+from preempt.parts.model import ModelSpec, declares_spec
 
 INPUT_SHAPES = {"cifar10": (3, 32, 32), "cifar100": (3, 32, 32), "imagenet": (3, 224, 224)}
 NUM_CLASSES = {"cifar10": 10, "cifar100": 100, "imagenet": 1000}

@@ -1,52 +1,17 @@
-"""Input transforms g: [0,1] images to [0,1] images, placed on the receiver's side or the sender's.
+"""What the receiver runs (victim∘g) and what the transforms share: separable warps and output variance.
 
-On the receiver's side the victim classifies g(x) and the man in the middle attacks victim∘g; on the sender's
-side (`defense=<name>`) the sender sends g(x). The same class serves both. Each transform declares whether
-autograd through it is meaningful (`differentiable`) and whether it draws randomness per call (`random`):
-the attacks and the validation read these facts, so an attack never silently follows zero gradients.
+The transforms' contract (`InputTransform`, `Identity`) is in `preempt.parts`: on the receiver's side the victim
+classifies g(x) and the man in the middle attacks victim∘g.
 """
 
 from __future__ import annotations
-
-from abc import abstractmethod
-from typing import ClassVar
 
 import torch
 from torch import Tensor, nn
 from torchmetrics.functional.image import structural_similarity_index_measure
 
-from preempt.defenses.base import Defense
+from preempt.parts import Identity, InputTransform, NonDifferentiableTransformError, bpda_hint
 from preempt.threat import distance
-
-
-class NonDifferentiableTransformError(RuntimeError):
-    """A gradient was requested through a transform whose autograd gradient is zero or meaningless."""
-
-
-class InputTransform(Defense):
-    """g(x): same shape and dtype as x, in [0,1]; randomness comes from torch's RNG, so a seed repeats it."""
-
-    differentiable: ClassVar[bool]
-    random: ClassVar[bool]
-
-    @abstractmethod
-    def transform(self, x: Tensor) -> Tensor:
-        """g applied to a batch (B, C, H, W) of [0,1] images."""
-
-    def __call__(self, x: Tensor, labels: Tensor | None = None) -> Tensor:
-        """The sender-side call shape: the labels are not needed by a transform."""
-        with torch.no_grad():
-            return self.transform(x.detach())
-
-
-class Identity(InputTransform):
-    """No receiver-side defense: the victim sees what arrives."""
-
-    differentiable = True
-    random = False
-
-    def transform(self, x: Tensor) -> Tensor:
-        return x
 
 
 def output_variance(transform: InputTransform, x: Tensor) -> tuple[Tensor, Tensor]:
@@ -73,15 +38,6 @@ def remap(x: Tensor, rows: Tensor, cols: Tensor, fill: float) -> Tensor:
     return torch.where(inside, out, torch.full_like(out, fill))
 
 
-def bpda_hint(transform: InputTransform) -> str:
-    return (
-        f"{type(transform).__name__} is not differentiable, so gradients through it are zero or meaningless. "
-        f"Attack it with BPDA (Athalye et al.: forward through g, backward through an approximation such as the "
-        f"identity): attack=bpda, or attack=bpda_eot for a random g; or set threat.oblivious=true to attack the "
-        f"bare victim (an attacker who does not know the defense); or use attack=none to score clean accuracy only"
-    )
-
-
 class ReceiverDefended(nn.Module):
     """victim∘g: what the receiver runs, and therefore what a defense-aware man in the middle attacks.
 
@@ -103,3 +59,8 @@ class ReceiverDefended(nn.Module):
         with torch.no_grad():
             transformed = self.transform.transform(x)
         return self.victim(transformed)
+
+
+def receiver_model(victim: nn.Module, transform: InputTransform) -> nn.Module:
+    """What the receiver classifies with: victim∘g, or the victim itself when there is no receiver-side defense."""
+    return victim if isinstance(transform, Identity) else ReceiverDefended(victim, transform)

@@ -9,7 +9,7 @@ from annotated_types import Ge, Le
 from pydantic import validate_call
 from torch import Tensor
 
-from preempt.receiver_defenses.base import InputTransform
+from preempt.parts import InputTransform
 
 
 class BitDepth(InputTransform):

@@ -1,9 +1,9 @@
 """8×8 block DCT quantization (JPEG's transform without its entropy coding), batched on any device.
 
-Shared by Feature Distillation and the DCT-quantization + distortion defense, and by the command that learns a
-defensive table (`learn_quantization`). As in both papers' code, each color channel (RGB, not YCbCr) is
-transformed separately on 0–255 values, without JPEG's −128 level shift and without chroma subsampling; the
-orthonormal 2-D DCT-II is JPEG's forward DCT.
+Shared by Feature Distillation and the DCT-quantization + distortion defense; the second paper's Algorithm 2 learns a
+defensive table from which frequencies an attack changes most (`python -m preempt.commands.learn_quantization`).
+As in both papers' code, each color channel (RGB, not YCbCr) is transformed separately on 0–255 values, without
+JPEG's −128 level shift and without chroma subsampling; the orthonormal 2-D DCT-II is JPEG's forward DCT.
 """
 
 from __future__ import annotations
@@ -15,6 +15,8 @@ from pathlib import Path
 import torch
 import torch.nn.functional as F
 from torch import Tensor
+
+from preempt.files import write_text_atomically
 
 BLOCK = 8
 
@@ -78,7 +80,7 @@ def read_table(path: str | Path) -> Tensor:
     if not path.is_file():
         raise ValueError(
             f"quantization table {path} does not exist (folder {path.parent.resolve()}); learn one with "
-            f"`python -m preempt.receiver_defenses.learn_quantization` or leave table=null for Feature Distillation's"
+            f"`python -m preempt.commands.learn_quantization` or leave table=null for Feature Distillation's"
         )
     lines = [line.strip() for line in path.read_text().splitlines()]
     rows = [line.split() for line in lines if line and not line.startswith("#")]
@@ -94,10 +96,28 @@ def read_table(path: str | Path) -> Tensor:
     return table
 
 
+SMALLEST_STEP, LARGEST_STEP = 20.0, 100.0
+
+
+def most_changed_frequency_counts(clean: torch.Tensor, adversarial: torch.Tensor) -> tuple[torch.Tensor, int]:
+    """How often each of the 64 frequencies is a block's largest |DCT(clean) − DCT(adversarial)|, and how many
+    blocks the attack left unchanged (they have no largest change and are not counted)."""
+    change = (dct_coefficients(clean) - dct_coefficients(adversarial)).abs().flatten(end_dim=-3).flatten(1)
+    changed = change.amax(dim=1) > 0
+    counts = torch.bincount(change[changed].argmax(dim=1), minlength=BLOCK * BLOCK)
+    return counts.view(BLOCK, BLOCK), int((~changed).sum())
+
+
+def table_from_counts(counts: torch.Tensor) -> torch.Tensor:
+    """Algorithm 2, line 15: Q = Q0 / max(Q0) × 80 + 20."""
+    if counts.max() == 0:
+        raise ValueError("the attack changed no block of any image, so there is nothing to learn a table from")
+    scale = LARGEST_STEP - SMALLEST_STEP
+    return counts.double() / counts.max() * scale + SMALLEST_STEP
+
+
 def write_table(path: str | Path, table: Tensor, notes: list[str]) -> Path:
     """The table as 8 rows of 8 numbers, under `# ` notes that say how it was learned."""
-    from preempt.results import write_text_atomically
-
     lines = [f"# {note}" for note in notes]
     lines += [" ".join(f"{value:6.2f}" for value in row) for row in table.tolist()]
     return write_text_atomically("\n".join(lines) + "\n", Path(path))

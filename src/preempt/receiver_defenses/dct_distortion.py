@@ -14,8 +14,9 @@ from annotated_types import Ge, Le
 from pydantic import validate_call
 from torch import Tensor
 
-from preempt.constraints import AtLeastOne
-from preempt.receiver_defenses.base import InputTransform, remap
+from preempt.parts import InputTransform
+from preempt.parts.constraints import AtLeastOne
+from preempt.receiver_defenses.base import remap
 from preempt.receiver_defenses.dct import quantize
 from preempt.receiver_defenses.feature_distillation import quantization_table
 

@@ -13,7 +13,7 @@ was computed, with each step checkpointed so memory stays flat; the adjoint's ma
 Gradients for the man in the middle: `backprop` (exact, through the unrolled solver),
 `adjoint` (torchsde's adjoint SDE, exact as dt → 0, memory independent of the step count: for large models), or
 `none` (the transform is then non-differentiable and attacks need BPDA). The score model is bound at test start
-from the `score_model` config group (`bind_score_model`).
+from the `score_model` config group (`preempt.assembly`).
 """
 
 from __future__ import annotations
@@ -21,7 +21,7 @@ from __future__ import annotations
 import itertools
 import math
 from collections.abc import Callable
-from typing import Annotated, Literal
+from typing import Annotated, ClassVar, Literal
 
 import torch
 import torch.nn.functional as F
@@ -30,8 +30,8 @@ from pydantic import validate_call
 from torch import Tensor, nn
 from torch.utils.checkpoint import checkpoint
 
-from preempt.constraints import ARBITRARY_TYPES
-from preempt.receiver_defenses.base import InputTransform
+from preempt.parts import InputTransform
+from preempt.parts.constraints import ARBITRARY_TYPES
 from preempt.score_models.vp import DISCRETE_STEPS, beta, continuous_alpha_bar, discrete_alpha_bar
 
 DiffusionTime = Annotated[float, Gt(0), Le(1)]
@@ -134,6 +134,7 @@ class DiffPure(InputTransform):
     step_size: the solver's dt (the authors' 1e-3: 1000·t* score evaluations per image).
     """
 
+    bound: ClassVar[tuple[str, ...]] = ("score_model",)
     random = True
 
     @validate_call(config=ARBITRARY_TYPES)

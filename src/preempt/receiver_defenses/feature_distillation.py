@@ -6,7 +6,7 @@ import torch
 from pydantic import validate_call
 from torch import Tensor
 
-from preempt.receiver_defenses.base import InputTransform
+from preempt.parts import InputTransform
 from preempt.receiver_defenses.dct import quantize, read_table
 
 # The authors' published table: steps of 25 on the 4×4 lowest frequencies (the band the network needs) and 30

@@ -13,18 +13,19 @@ from PIL import Image
 from pydantic import validate_call
 from torch import Tensor
 
-from preempt.receiver_defenses.base import InputTransform
+from preempt.parts import InputTransform
+from preempt.threat import LEVELS, to_levels
 
 Quality = Annotated[int, Ge(1), Le(100)]
 
 
 def to_uint8_images(x: Tensor) -> np.ndarray:
     """(B, C, H, W) in [0,1] → (B, H, W, C) uint8, rounded as a saved PNG would be."""
-    return torch.round(x.detach().clamp(0, 1) * 255).to(torch.uint8).permute(0, 2, 3, 1).cpu().numpy()
+    return to_levels(x.detach()).to(torch.uint8).permute(0, 2, 3, 1).cpu().numpy()
 
 
 def from_uint8_images(pixels: np.ndarray, like: Tensor) -> Tensor:
-    return torch.from_numpy(pixels).permute(0, 3, 1, 2).to(device=like.device, dtype=like.dtype) / 255.0
+    return torch.from_numpy(pixels).permute(0, 3, 1, 2).to(device=like.device, dtype=like.dtype) / LEVELS
 
 
 def jpeg_round_trip(x: Tensor, qualities: Sequence[int]) -> Tensor:

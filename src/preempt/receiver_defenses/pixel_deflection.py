@@ -10,8 +10,8 @@ from annotated_types import Gt
 from pydantic import validate_call
 from torch import Tensor
 
-from preempt.constraints import AtLeastOne
-from preempt.receiver_defenses.base import InputTransform
+from preempt.parts import InputTransform
+from preempt.parts.constraints import AtLeastOne
 
 
 def deflect(x: Tensor, deflections: int, window: int) -> Tensor:

@@ -10,7 +10,7 @@ from annotated_types import Gt, Le
 from pydantic import validate_call
 from torch import Tensor
 
-from preempt.receiver_defenses.base import InputTransform
+from preempt.parts import InputTransform
 
 # The second paper's baseline crops 90 pixels of a 299-pixel image (its authors' code), which costs 30–40%
 # clean accuracy; Guo et al.'s own code leaves the fraction to the user.

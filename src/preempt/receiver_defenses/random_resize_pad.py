@@ -7,7 +7,8 @@ import math
 import torch
 from torch import Tensor
 
-from preempt.receiver_defenses.base import InputTransform, remap
+from preempt.parts import InputTransform
+from preempt.receiver_defenses.base import remap
 
 # Xie et al. resize 299-pixel images to 310..330 pixels and pad them to 331: as fractions of the final size.
 SMALLEST, LARGEST = 310 / 331, 330 / 331

@@ -9,7 +9,7 @@ from annotated_types import MinLen
 from pydantic import validate_call
 from torch import Tensor
 
-from preempt.receiver_defenses.base import InputTransform
+from preempt.parts import InputTransform
 from preempt.receiver_defenses.jpeg import Quality, jpeg_round_trip
 
 BLOCK = 8

@@ -10,8 +10,8 @@ from annotated_types import Ge, Gt, Lt
 from pydantic import validate_call
 from torch import Tensor
 
-from preempt.constraints import AtLeastOne
-from preempt.receiver_defenses.base import InputTransform
+from preempt.parts import InputTransform
+from preempt.parts.constraints import AtLeastOne
 
 
 def gradient(z: Tensor) -> Tensor:

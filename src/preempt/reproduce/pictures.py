@@ -1,4 +1,4 @@
-"""`python -m preempt.reproduce.pictures OUT_DIR [overrides]`: the Fast Preemption paper's perturbation pictures.
+"""The Fast Preemption paper's perturbation pictures (`python -m preempt.commands.pictures OUT_DIR [overrides]`).
 
 Figure 4 (`figure4_perturbations.png`): for the dataset's first images, the original x, the protected x^r, the
 protection's δ_Gray (Eq. 14), the attack's adversarial example made against the victim on the original x and its
@@ -18,7 +18,6 @@ replaced; `reversion.*` settings apply to both).
 
 from __future__ import annotations
 
-import argparse
 import contextlib
 from collections.abc import Iterator
 from pathlib import Path
@@ -26,29 +25,21 @@ from pathlib import Path
 import lightning as L
 import torch
 import torch.nn.functional as F
-from hydra import compose
-from hydra.core.hydra_config import HydraConfig
-from hydra.errors import HydraException
 from hydra.utils import instantiate
-from omegaconf import DictConfig, OmegaConf, open_dict
+from omegaconf import DictConfig
 from torch import Tensor
 from torchmetrics.functional.image import structural_similarity_index_measure
 
+from preempt.assembly import Assembly, SharedModels
 from preempt.attacks.base import random_targets
+from preempt.config import compose_run, composer
 from preempt.datasets.base import ImageDataset
-from preempt.evaluation.module import PreemptiveEvaluation, seed_batch, to_8bit
-from preempt.randomness import per_sample_streams
-from preempt.reproduce.runs import composer
-from preempt.results import write_json_atomically
-from preempt.reversions.base import revert
-from preempt.run import SharedModels, one_line_refusals
-from preempt.run import evaluation_module as build_evaluation_module
-from preempt.threat import distance
-from preempt.validation import (
-    ConfigError,
-    check_parts_fit_dataset,
-    validate_config,
-)
+from preempt.evaluation.module import PreemptiveEvaluation
+from preempt.files import write_json_atomically
+from preempt.parts import ConfigError, revert
+from preempt.randomness import per_sample_streams, seed_batch
+from preempt.threat import distance, to_8bit
+from preempt.validation import check_parts_fit_dataset, validate_config
 
 NTSC_WEIGHTS = (0.299, 0.587, 0.114)  # Eq. 14: the NTSC luma of the red, green and blue channels
 FIGURE4_FILE = "figure4_perturbations.png"
@@ -92,32 +83,15 @@ def rounded(values: Tensor | float) -> list | float:
 def composed(overrides: list[str], out_dir: Path) -> Iterator[dict[str, DictConfig]]:
     """conf/main.yaml with the overrides, once per Preemptive Reversion of Figure 5 (keyed by its option). Hydra's
     choices are set while in use, so refusals name the option the user picked."""
-    configs = {}
     with composer():
-        for option in REVERSIONS:
-            try:
-                cfg = compose(
-                    config_name="main", overrides=[*overrides, f"reversion={option}"], return_hydra_config=True
-                )
-            except HydraException as error:
-                message = str(error).split("\nConfig search path")[0].replace("\n\t", " ").replace("\n\n", ". ")
-                raise ConfigError(f"{message.strip()} (overrides are key=value or group=option)") from None
-            HydraConfig.instance().set_config(cfg)
-            with open_dict(cfg):
-                del cfg["hydra"]
-                cfg.paths.output_dir = str(out_dir)
-            configs[option] = cfg
-        try:
-            yield configs
-        finally:
-            HydraConfig.instance().cfg = None
+        yield {option: compose_run("main", [*overrides, f"reversion={option}"], out_dir) for option in REVERSIONS}
 
 
 def evaluation_module(cfg: DictConfig, shared: SharedModels, dataset: ImageDataset) -> PreemptiveEvaluation:
-    """The test loop's module for this config, built as `preempt.run.evaluate` builds it (models from `shared`)."""
-    config = OmegaConf.to_container(cfg, resolve=True)
-    check_parts_fit_dataset(config, dataset)
-    return build_evaluation_module(cfg, config, dataset, shared)
+    """The test loop's module for this config, built as a run builds it (models from `shared`)."""
+    assembly = Assembly(cfg, shared)
+    check_parts_fit_dataset(assembly.config, dataset)
+    return assembly.evaluation(dataset)
 
 
 @contextlib.contextmanager
@@ -355,21 +329,3 @@ def draw_pictures(configs: dict[str, DictConfig], out_dir: Path, n_images: int, 
     }
     write_json_atomically(numbers, out_dir / NUMBERS_FILE)
     return numbers
-
-
-def main(argv: list[str] | None = None) -> None:
-    parser = argparse.ArgumentParser(prog="python -m preempt.reproduce.pictures", description=__doc__.split("\n\n")[0])
-    parser.add_argument("out_dir", type=Path, help=f"where {FIGURE4_FILE}, {FIGURE5_FILE} and {NUMBERS_FILE} go")
-    parser.add_argument(
-        "overrides", nargs="*", help="Hydra overrides of conf/main.yaml, e.g. experiment=cifar10_resnet18"
-    )
-    parser.add_argument("--images", type=int, default=4, help="how many of the dataset's first images (default 4)")
-    arguments = parser.parse_args(argv)
-    with one_line_refusals(), composed(arguments.overrides, arguments.out_dir) as configs:
-        draw_pictures(configs, arguments.out_dir, arguments.images, arguments.overrides)
-    for name in (FIGURE4_FILE, FIGURE5_FILE, NUMBERS_FILE):
-        print(arguments.out_dir / name)
-
-
-if __name__ == "__main__":
-    main()

@@ -8,26 +8,23 @@ since is run again rather than reported from stale files.
 
 from __future__ import annotations
 
-import contextlib
 import json
 import time
-from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
 
-from hydra import compose, initialize_config_dir
-from hydra.core.global_hydra import GlobalHydra
-from hydra.core.hydra_config import HydraConfig
 from hydra.utils import get_object
-from omegaconf import OmegaConf, open_dict
+from omegaconf import OmegaConf
 
-from preempt.config import project_root, register_resolvers
+from preempt.config import compose_run, project_root
+from preempt.fingerprint import run_fingerprint
 from preempt.reproduce.tables import Scale, Table, cell_overrides
-from preempt.results import RESULTS_FILE, run_fingerprint
-from preempt.validation import MODEL_ROLES, REVERSION_MODELS, validate_config
+from preempt.results.store import RESULTS_FILE
+from preempt.validation import MODEL_ROLES, validate_config
 
 ROOT = Path(project_root())
-CONF_DIR = ROOT / "conf"
+# What `preempt.commands.reproduce_batch` prints after each multirun, before its name and exit status.
+DONE = "== done"
 # How every reproduction run is launched: results found by fingerprint, protections shared across attacks, no
 # progress bars or config trees in the log, CSV metrics beside results.json (W&B gets the rendered tables).
 RUN_SETTINGS = (
@@ -37,11 +34,8 @@ RUN_SETTINGS = (
     "trainer.enable_progress_bar=false",
     "logger=csv",
 )
-# What the project's models that are trained on first use are built with (each caches under paths.cache_dir).
-FIRST_USE_TRAINERS = (
-    "preempt.models.digits_zoo.digits_model",
-    "preempt.score_models.digits.load_or_train_digits_score_model",
-)
+# Where the loaders live of the models the project trains on first use (each caches under paths.cache_dir).
+FIRST_USE_TRAINERS = "preempt.zoo."
 
 
 @dataclass(frozen=True)
@@ -61,25 +55,11 @@ class Cell:
         return f"{self.table}/{self.row}/{self.run}"
 
 
-@contextlib.contextmanager
-def composer() -> Iterator[None]:
-    """Hydra's compose API on conf/, with its runtime config set so `${hydra:...}` paths resolve."""
-    register_resolvers()
-    GlobalHydra.instance().clear()
-    with initialize_config_dir(config_dir=str(CONF_DIR), version_base="1.3"):
-        yield
-    HydraConfig.instance().cfg = None
-
-
 def fingerprints(overrides: list[str], seeds: list[int]) -> tuple[dict[int, str], dict]:
-    """The fingerprint `src/main.py` would record for these overrides at each seed (inside `composer()`), and the
-    resolved config of the last. Composed and validated once: a seed changes only `seed` and what interpolates it
+    """The fingerprint `src/main.py` would record for these overrides at each seed (inside `config.composer()`), and
+    the resolved config of the last. Composed and validated once: a seed changes only `seed` and what interpolates it
     (the quick scale's data slice)."""
-    cfg = compose(config_name="main", overrides=[*overrides, f"seed={seeds[0]}"], return_hydra_config=True)
-    HydraConfig.instance().set_config(cfg)
-    with open_dict(cfg):
-        del cfg["hydra"]
-        cfg.paths.output_dir = "unused"
+    cfg = compose_run("main", [*overrides, f"seed={seeds[0]}"], "unused")
     validate_config(cfg)
     found = {}
     for seed in seeds:
@@ -103,16 +83,15 @@ def missing_checkpoints(config: dict) -> list[Path]:
 
 
 def first_use_models(config: dict) -> list[dict]:
-    """The configs of the models this run trains on first use and caches (the digits zoo, and the digits score
-    model where DiffPure purifies), so the driver can train each once, with every core, before any table starts."""
-    from preempt.receiver_defenses.diffpure import DiffPure
-
+    """The configs of the models this run trains on first use and caches (loaders in `preempt.zoo`: the digits zoo,
+    and the digits score model where a part is given the score model), so the driver can train each once, with
+    every core, before any table starts."""
     nodes = [config[role] for role in MODEL_ROLES]
-    nodes += [config["reversion"][key] for key in REVERSION_MODELS if config["reversion"].get(key)]
-    purifiers = [get_object(config[group]["_target_"]) for group in ("receiver_defense", "reversion")]
-    if any(isinstance(part, type) and issubclass(part, DiffPure) for part in purifiers):
+    nodes += [value for value in config["reversion"].values() if isinstance(value, dict) and "_target_" in value]
+    parts = [get_object(config[group]["_target_"]) for group in ("receiver_defense", "reversion")]
+    if any("score_model" in getattr(part, "bound", ()) for part in parts):
         nodes.append(config["score_model"])
-    return [node for node in nodes if node.get("_target_") in FIRST_USE_TRAINERS]
+    return [node for node in nodes if str(node.get("_target_", "")).startswith(FIRST_USE_TRAINERS)]
 
 
 def table_cells(table: Table, scale: Scale, extra: list[str] = ()) -> tuple[list[Cell], dict[str, list[str]]]:

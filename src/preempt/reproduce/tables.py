@@ -217,6 +217,8 @@ def load_table(path: Path) -> Table:
 def load_tables(names: list[str] | None = None, folder: Path = TABLES_DIR) -> list[Table]:
     """Every table under `folder` (sorted), or the named ones; an unknown name lists the known."""
     paths = {path.stem: path for path in sorted(Path(folder).glob("*.yaml"))}
+    if not paths:
+        raise ValueError(f"no table files (*.yaml) under {folder}: point --tables-dir at a folder of them")
     unknown = [name for name in names or [] if name not in paths]
     if unknown:
         raise ValueError(f"no table {', '.join(unknown)} under {folder}; known: {', '.join(paths)}")

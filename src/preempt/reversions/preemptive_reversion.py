@@ -10,16 +10,15 @@ settings, or another classifier) it is the black-box one, where the features the
 from __future__ import annotations
 
 from collections.abc import Callable, Mapping
-from typing import Any
+from typing import Any, ClassVar
 
 import torch
 from torch import Tensor, nn
 
-from preempt.defenses.base import Defense
-from preempt.models.labels import LabelOnly
-from preempt.reversions.base import Reversion
+from preempt.parts import Defense, LabelOnly, Reversion
 
 Labeler = Callable[[Tensor, Tensor, Tensor], Tensor]
+WHITE_BOX, BLACK_BOX = "white-box", "black-box"
 
 
 def reverse_secondary_defense(protected: Tensor, defended_again: Tensor) -> Tensor:
@@ -27,9 +26,9 @@ def reverse_secondary_defense(protected: Tensor, defended_again: Tensor) -> Tens
     return (2 * protected - defended_again).clamp(0.0, 1.0)
 
 
-def attacker_knowledge(backbone: object, classifier: object, defense_settings: Mapping) -> str:
+def attacker_knowledge(backbone: object, classifier: object, defense_settings: Mapping | None) -> str:
     """White-box when the attacker re-runs exactly the sender's setup (nothing of its own), black-box otherwise."""
-    return "white-box" if backbone is None and classifier is None and not defense_settings else "black-box"
+    return WHITE_BOX if backbone is None and classifier is None and not defense_settings else BLACK_BOX
 
 
 class PreemptiveReversion(Reversion):
@@ -38,33 +37,40 @@ class PreemptiveReversion(Reversion):
 
     `backbone` and `classifier` are built from model configs (`model@reversion.backbone=<model>`);
     `defense_settings` are merged over the sender's defense config (the algorithm is public, its settings are not).
-    The test loop binds the secondary defense and the labeler at start (`bind`).
+    The attacker's defense, bound to its backbone, and its labels for the protected images are given at test
+    start (`secondary_defense`, `labeler`).
     """
+
+    bound: ClassVar[tuple[str, ...]] = ("secondary_defense", "labeler")
 
     def __init__(
         self,
         backbone: nn.Module | None = None,
         classifier: nn.Module | LabelOnly | None = None,
         defense_settings: Mapping[str, Any] | None = None,
+        secondary_defense: Defense | None = None,
+        labeler: Labeler | None = None,
     ) -> None:
         self.backbone = backbone
         self.classifier = classifier
         self.defense_settings = dict(defense_settings or {})
         self.knowledge = attacker_knowledge(backbone, classifier, self.defense_settings)
-        # The attacker's defense factory when it differs from the sender's (set at binding; None: the sender's).
-        self.defense_factory: Callable[..., Defense] | None = None
-        self.secondary_defense: Defense | None = None
-        self.labeler: Labeler | None = None
-
-    def bind(self, secondary_defense: Defense, labeler: Labeler) -> PreemptiveReversion:
-        """The defense the attacker re-runs (bound to its backbone) and its labels for the protected images."""
         self.secondary_defense = secondary_defense
         self.labeler = labeler
-        return self
+
+    @classmethod
+    def knowledge_of(cls, settings: Mapping[str, Any]) -> str:
+        return attacker_knowledge(
+            settings.get("backbone"), settings.get("classifier"), settings.get("defense_settings")
+        )
+
+    @classmethod
+    def label(cls, settings: Mapping[str, Any]) -> str:
+        return f"{cls.__name__} ({cls.knowledge_of(settings)})"
 
     def __call__(self, protected: Tensor, y: Tensor, index: Tensor) -> Tensor:
         if self.secondary_defense is None or self.labeler is None:
-            raise RuntimeError("PreemptiveReversion runs once bound to a defense and a labeler (bind())")
+            raise RuntimeError("PreemptiveReversion runs once given its secondary_defense and labeler")
         labels = self.labeler(protected, y, index)
         with torch.enable_grad():
             defended_again = self.secondary_defense(protected, labels).detach()

@@ -16,9 +16,11 @@ same images) gives the chance of a change at least that large with no real effec
 
 from __future__ import annotations
 
+from hydra.utils import get_object
 from scipy.stats import binomtest
 
-from preempt.reversions.preemptive_reversion import attacker_knowledge
+from preempt.parts import InputTransform, NoReversion, Reversion
+from preempt.parts.reversion import BLIND
 
 SUCCEEDED, FAILED, NOT_MEASURABLE = "succeeded", "failed", "not measurable"
 # The metrics the verdict reads (all logged by the test loop when a reversion is set).
@@ -70,25 +72,25 @@ def reversion_verdict(metrics: dict[str, float], margin: float) -> dict:
     }
 
 
+def _reversion_class(node: dict | None) -> type:
+    """Results from before the reversion stage have no reversion config: no reversion."""
+    return get_object(node["_target_"]) if node else NoReversion
+
+
+def _settings(node: dict | None) -> dict:
+    return {key: value for key, value in (node or {}).items() if not key.startswith("_")}
+
+
 def reversion_knowledge(node: dict | None) -> str:
     """What a reversion config's attacker knows of the sender: none (no reversion), blind (a transform such as JPEG
     or DiffPure), white-box or black-box (Preemptive Reversion with the sender's setup, or with its own parts)."""
-    name = _class_name(node)
-    if name == "NoReversion":
-        return "none"
-    if name == "PreemptiveReversion":
-        return attacker_knowledge(node.get("backbone"), node.get("classifier"), node.get("defense_settings") or {})
-    return "blind"
+    target = _reversion_class(node)
+    if issubclass(target, InputTransform):
+        return BLIND
+    return target.knowledge_of(_settings(node)) if issubclass(target, Reversion) else BLIND
 
 
 def reversion_name(node: dict | None) -> str:
-    """The reversion's class, with the attacker's knowledge for Preemptive Reversion: a table row's name."""
-    name = _class_name(node)
-    if name == "NoReversion":
-        return "none"
-    return f"{name} ({reversion_knowledge(node)})" if name == "PreemptiveReversion" else name
-
-
-def _class_name(node: dict | None) -> str:
-    """Results from before the reversion stage have no reversion config: no reversion."""
-    return node["_target_"].rsplit(".", 1)[-1] if node else "NoReversion"
+    """The reversion's name in a table row (`Part.label`): `none`, a transform's class, or Preemptive Reversion
+    with the attacker's knowledge."""
+    return _reversion_class(node).label(_settings(node))

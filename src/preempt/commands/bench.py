@@ -1,0 +1,381 @@
+"""`make bench` / `python -m preempt.commands.bench [overrides]`: how fast Fast Preemption protects, in one process.
+
+On the present device, with the configured backbone, images and budget (conf/bench.yaml):
+- the floor: the backbone's forward+backward passes alone, per copy, for each chunk size (copies per pass); the
+  floor of a batch is the defense's pass count times the best per-copy time among chunks it could use;
+- Fast Preemption as configured (its default chunking) at each batch size: seconds per image, images per
+  second, the latency of one image, `overhead` = its time over the floor, and peak memory;
+- time against N, each speed option (time, and how far its protected images are from fp32's), and Bi-Level and
+  the paper's PGD variant as ratios to Fast Preemption on the same images and batch;
+- the whole evaluation loop (label, protect, attack, score) per image by stage, through `commands.evaluate`.
+It prints Markdown tables and writes bench.json, bench.md and bench.png into the run folder.
+"""
+
+from __future__ import annotations
+
+import functools
+import math
+import resource
+from collections.abc import Callable
+from pathlib import Path
+
+import torch
+from hydra.utils import instantiate
+from omegaconf import DictConfig, OmegaConf, open_dict
+from torch import Tensor, nn
+
+from preempt import speed
+from preempt.assembly import Assembly, bind
+from preempt.attacks.fgsm import loss_gradient
+from preempt.commands.entry import hydra_command
+from preempt.commands.evaluate import evaluate
+from preempt.defenses.fast_preemption import FastPreemption
+from preempt.files import write_json_atomically, write_text_atomically
+from preempt.parts import Defense, assign_labels
+from preempt.results.provenance import device_name
+from preempt.speed import timed
+from preempt.validation import validate_config
+
+STAGES = ("label", "defense", "reversion", "attack", "score")
+
+
+def timed_seconds(work: Callable[[], object], device: torch.device) -> float:
+    """Wall-clock seconds of work(), waiting for the GPU on both sides when on one (the loop's `timed`)."""
+    return timed(torch.empty(0, device=device), work)[1]
+
+
+def reset_peak_memory(device: torch.device) -> None:
+    if device.type == "cuda":
+        torch.cuda.reset_peak_memory_stats(device)
+
+
+def peak_memory_mib(device: torch.device) -> float:
+    """CUDA: the peak allocated since the last reset. CPU: the process's peak resident memory so far, the floor's
+    largest chunks included (it never goes down; `activations_per_pass_mib` is the defense's own)."""
+    if device.type == "cuda":
+        return torch.cuda.max_memory_allocated(device) / speed.MIB
+    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024  # KiB on Linux
+
+
+def tiled(images: Tensor, count: int) -> Tensor:
+    """`count` images: the dataset's, repeated in order (the benchmark needs batches larger than 20 samples)."""
+    return images[torch.arange(count, device=images.device) % len(images)]
+
+
+def passes_per_image(defense: FastPreemption) -> int:
+    """Copies of one image that go through a forward+backward pass: N per inner iteration per step."""
+    return defense.n_samples * defense.iterations * len(defense.directions)
+
+
+class Bench:
+    """The configured images, labels, backbone and defense factory on the present device."""
+
+    def __init__(self, cfg: DictConfig, settings: DictConfig) -> None:
+        self.cfg = cfg
+        self.settings = settings
+        self.device = torch.device("cuda" if torch.cuda.is_available() else "cpu")
+        dataset = instantiate(cfg.dataset)
+        models = Assembly(cfg).models()
+        for model in models.values():
+            if isinstance(model, nn.Module):
+                model.to(self.device).eval()
+        self.backbone = models["backbone"]
+        x = dataset.images.to(self.device)
+        index = torch.arange(len(x), device=self.device)
+        self.images = x
+        self.labels = assign_labels(models["classifier"], x, dataset.labels.to(self.device), index, dataset.num_classes)
+        self.dataset_name = getattr(dataset, "name", cfg.dataset._target_)
+        self.defense_factory = instantiate(cfg.defense)
+        self.eps = cfg.threat.eps
+
+    def defense(self, factory: Callable[..., Defense] | None = None, options: dict | None = None, **settings):
+        backbone = speed.accelerate(self.backbone, options or {})
+        return bind(functools.partial(factory or self.defense_factory, **settings), {"backbone": backbone})
+
+    def batch(self, size: int) -> tuple[Tensor, Tensor]:
+        return tiled(self.images, size), tiled(self.labels, size)
+
+    def time_defense(self, defense: Defense, batch_size: int, min_images: int, warm: bool = True) -> dict:
+        """Seconds per image of `defense` on batches of `batch_size`, over enough calls to cover `min_images`
+        images (a mean over seconds of work, as the floor's is: a best-of-many-short-calls would pick this shared
+        machine's quiet moments and flatter the defense against the floor)."""
+        x, labels = self.batch(batch_size)
+        calls = max(1, math.ceil(min_images / batch_size))
+        if warm:
+            defense(x, labels)
+        reset_peak_memory(self.device)
+        torch.manual_seed(self.cfg.seed)
+        with torch.enable_grad():
+            seconds = timed_seconds(lambda: [defense(x, labels) for _ in range(calls)], self.device)
+        per_image = seconds / (calls * batch_size)
+        return {
+            "batch_size": batch_size,
+            "calls": calls,
+            "seconds_per_image": per_image,
+            "images_per_second": 1 / per_image,
+            "peak_memory_mib": peak_memory_mib(self.device),
+        }
+
+    def floor_curve(self, chunk_sizes: list[int]) -> dict[int, float]:
+        """Seconds per copy of a bare forward+backward at each chunk size (mean over `repeats`), on the images
+        with uniform noise of the budget added, as the defense's copies are."""
+        curve = {}
+        for chunk in sorted(set(chunk_sizes)):
+            count = max(chunk, self.settings.floor_copies)
+            x, labels = self.batch(count)
+            copies = (x + (torch.rand_like(x) * 2 - 1) * self.eps).clamp(0, 1)
+            # The floor's work: the input gradients the defense's FGSM steps take, `chunk` copies per pass.
+            work = functools.partial(loss_gradient, self.backbone, copies, labels, copies_per_pass=chunk)
+            loss_gradient(self.backbone, copies[:chunk], labels[:chunk], copies_per_pass=chunk)  # warm-up: this shape
+            repeats = self.settings.repeats
+            curve[chunk] = sum(timed_seconds(work, self.device) for _ in range(repeats)) / (repeats * count)
+        return curve
+
+
+def floor_seconds_per_image(curve: dict[int, float], passes: int, copies: int) -> tuple[float, int]:
+    """The floor of a batch with `copies` copies per step: `passes` copies per image at the best per-copy time of
+    any chunk size it could use (no larger than its copies), and that chunk size."""
+    usable = {chunk: seconds for chunk, seconds in curve.items() if chunk <= copies} or curve
+    best = min(usable, key=usable.get)
+    return passes * usable[best], best
+
+
+def image_levels_apart(a: Tensor, b: Tensor) -> dict:
+    """How far two protections of the same images are, in 8-bit levels: the largest difference and the fraction
+    of pixels more than one level apart, and the mean."""
+    levels = (a - b).abs() * 255
+    return {
+        "max_levels": float(levels.max()),
+        "mean_levels": float(levels.mean()),
+        "fraction_over_one_level": float((levels > 1).float().mean()),
+    }
+
+
+def run_benchmark(cfg: DictConfig, output_dir: Path) -> dict:
+    """Every measurement of the module docstring; returns what bench.json holds."""
+    settings = cfg.bench
+    run_cfg = _without_bench(cfg)
+    validate_config(run_cfg)
+    if run_cfg.speed.keep_freed_memory:
+        speed.keep_freed_memory()
+    bench = Bench(run_cfg, settings)
+    fast = bench.defense()
+    if not isinstance(fast, FastPreemption):
+        raise SystemExit(f"error: the benchmark times Fast Preemption; defense={run_cfg.defense._target_} is not it")
+    passes = passes_per_image(fast)
+    per_copy, _ = speed.activation_bytes_per_copy(bench.backbone, bench.images[0])
+    n = fast.n_samples
+    steps_copies = [n * batch for batch in settings.batch_sizes]
+    curve = bench.floor_curve([*settings.chunk_sizes, *(c for c in steps_copies if c <= max(settings.chunk_sizes))])
+    best_chunk = min(curve, key=curve.get)
+    report: dict = {
+        "device": device_name(bench.device),
+        "torch": torch.__version__,
+        "backbone": run_cfg.backbone._target_,
+        "dataset": bench.dataset_name,
+        "image_shape": list(bench.images.shape[1:]),
+        "eps": bench.eps,
+        "defense": OmegaConf.to_container(run_cfg.defense, resolve=True),
+        "speed": OmegaConf.to_container(run_cfg.speed, resolve=True),
+        "passes_per_image": passes,
+        "floor_seconds_per_copy": {str(chunk): seconds for chunk, seconds in curve.items()},
+        "best_chunk": best_chunk,
+        "best_floor_seconds_per_image": passes * curve[best_chunk],
+    }
+
+    copies = fast.pass_size(bench.images[0])  # measured once: the same backbone and budget for every batch size
+    by_batch = []
+    for batch_size in sorted(settings.batch_sizes):
+        row = bench.time_defense(bench.defense(), batch_size, settings.min_images, warm=n * batch_size <= 2048)
+        floor, chunk = floor_seconds_per_image(curve, passes, n * batch_size)
+        row.update(
+            floor_seconds_per_image=floor,
+            floor_chunk=chunk,
+            overhead=row["seconds_per_image"] / floor,
+            copies_per_pass=copies,
+            activations_per_pass_mib=copies * per_copy / speed.MIB,
+        )
+        by_batch.append(row)
+        print(f"batch {batch_size}: {row['seconds_per_image']:.4f} s/img, overhead {row['overhead']:.3f}", flush=True)
+    report["by_batch"] = by_batch
+    report["latency_one_image_seconds"] = next((r["seconds_per_image"] for r in by_batch if r["batch_size"] == 1), None)
+    default = next((r for r in by_batch if r["batch_size"] == run_cfg.batch_size), None)
+    if default is not None:
+        report["default_batch"] = {
+            "batch_size": run_cfg.batch_size,
+            "seconds_per_image": default["seconds_per_image"],
+            "over_best_chunk_floor": default["seconds_per_image"] / report["best_floor_seconds_per_image"],
+        }
+
+    scaling = settings.scaling_batch
+    report["by_n"] = [
+        {"n_samples": samples, **bench.time_defense(bench.defense(n_samples=samples), scaling, settings.min_images)}
+        for samples in settings.n_samples
+    ]
+    report["options"] = time_options(bench, list(settings.options), settings.options_batch, settings.min_images)
+    report["comparisons"] = compare(bench, settings) if settings.compare_images else []
+    report["loop"] = time_loop(run_cfg, settings.loop_images, output_dir) if settings.loop_images else None
+    return report
+
+
+def _without_bench(cfg: DictConfig) -> DictConfig:
+    """The run config the benchmark's parts come from: the bench settings taken out."""
+    plain = cfg.copy()
+    with open_dict(plain):
+        del plain["bench"]
+    return plain
+
+
+def time_options(bench: Bench, options: list[str], batch_size: int, min_images: int) -> list[dict]:
+    """Each speed option alone against fp32 at one batch size: time, and the protected images' distance from fp32's
+    on the same draws. A compiled backbone's first call (the compile) is reported apart."""
+    x, labels = bench.batch(batch_size)
+
+    def protect(defense: Defense) -> Tensor:
+        torch.manual_seed(bench.cfg.seed)
+        with torch.enable_grad():
+            return defense(x, labels)
+
+    reference_defense = bench.defense()
+    reference = protect(reference_defense)
+    rows = [{"option": "fp32", **bench.time_defense(reference_defense, batch_size, min_images, warm=False)}]
+    for option in options:
+        defense = bench.defense(options={option: True})
+        first_call = timed_seconds(lambda defense=defense: protect(defense), bench.device)
+        row = {"option": option, **bench.time_defense(defense, batch_size, min_images, warm=False)}
+        row.update(image_levels_apart(protect(defense), reference), first_call_seconds=first_call)
+        row["speedup"] = rows[0]["seconds_per_image"] / row["seconds_per_image"]
+        rows.append(row)
+        print(f"{option}: {row['seconds_per_image']:.4f} s/img, {row['speedup']:.2f}x", flush=True)
+    return rows
+
+
+def compare(bench: Bench, settings: DictConfig) -> list[dict]:
+    """Fast Preemption and each comparison on the same `compare_images` images, as one batch."""
+    size = settings.compare_images
+    fast = bench.time_defense(bench.defense(), size, size, warm=False)
+    rows = [{"defense": "fast_preemption", **fast, "ratio_to_fast_preemption": 1.0}]
+    for name, node in settings.compare.items():
+        row = bench.time_defense(bench.defense(instantiate(node)), size, size, warm=False)
+        ratio = row["seconds_per_image"] / fast["seconds_per_image"]
+        rows.append({"defense": name, **row, "ratio_to_fast_preemption": ratio})
+        print(f"{name}: {row['seconds_per_image']:.3f} s/img, {rows[-1]['ratio_to_fast_preemption']:.1f}x", flush=True)
+    return rows
+
+
+def time_loop(run_cfg: DictConfig, images: int, output_dir: Path) -> dict:
+    """The whole test loop through `commands.evaluate` on `images` images: seconds per image by stage."""
+    loop_cfg = run_cfg.copy()
+    with open_dict(loop_cfg):
+        loop_cfg.dataset.n_samples = images
+        loop_cfg.batch_size = min(run_cfg.batch_size, images)
+        loop_cfg.paths.output_dir = str(output_dir / "loop")
+        loop_cfg.trainer.enable_progress_bar = False
+    results = evaluate(loop_cfg)
+    metrics = results["metrics"]
+    stages = {stage: metrics.get(f"test/{stage}_seconds_per_image") for stage in STAGES}
+    stages = {stage: seconds for stage, seconds in stages.items() if seconds is not None}
+    return {
+        "images": images,
+        "attack": run_cfg.attack._target_,
+        "seconds_per_image": stages,
+        "slowest_stage": max(stages, key=stages.get),
+        "wall_seconds": results.get("wall_seconds"),
+    }
+
+
+def format_report(report: dict) -> str:
+    """The Markdown tables bench.md holds and the command prints."""
+    lines = [
+        f"device: {report['device']}, torch {report['torch']}; backbone {report['backbone']} on {report['dataset']} "
+        f"{'×'.join(map(str, report['image_shape']))}; {report['passes_per_image']} forward+backward copies per image",
+        "",
+        "| batch | s/img | img/s | floor s/img (chunk) | overhead | copies/pass | activations/pass MiB | peak MiB |",
+        "|---|---|---|---|---|---|---|---|",
+    ]
+    for row in report["by_batch"]:
+        lines.append(
+            f"| {row['batch_size']} | {row['seconds_per_image']:.4f} | {row['images_per_second']:.1f} | "
+            f"{row['floor_seconds_per_image']:.4f} ({row['floor_chunk']}) | {row['overhead']:.3f} | "
+            f"{row['copies_per_pass']} | {row['activations_per_pass_mib']:.0f} | {row['peak_memory_mib']:.0f} |"
+        )
+    if report.get("default_batch"):
+        default = report["default_batch"]
+        lines += [
+            "",
+            f"default batch {default['batch_size']}: {default['seconds_per_image']:.4f} s/img, "
+            f"{default['over_best_chunk_floor']:.3f}× the best chunk's floor "
+            f"({report['best_floor_seconds_per_image']:.4f} s/img at {report['best_chunk']} copies per pass)",
+        ]
+    lines += ["", "| chunk (copies/pass) | floor ms/copy |", "|---|---|"]
+    lines += [f"| {chunk} | {seconds * 1e3:.3f} |" for chunk, seconds in report["floor_seconds_per_copy"].items()]
+    lines += ["", "| N | s/img | img/s |", "|---|---|---|"]
+    lines += [
+        f"| {row['n_samples']} | {row['seconds_per_image']:.4f} | {row['images_per_second']:.1f} |"
+        for row in report["by_n"]
+    ]
+    lines += ["", "| option | s/img | speedup | max 8-bit levels from fp32 | pixels >1 level | first call s |"]
+    lines += ["|---|---|---|---|---|---|"]
+    for row in report["options"]:
+        lines.append(
+            f"| {row['option']} | {row['seconds_per_image']:.4f} | {row.get('speedup', 1.0):.2f} | "
+            f"{row.get('max_levels', 0.0):.2f} | {row.get('fraction_over_one_level', 0.0):.2e} | "
+            f"{row.get('first_call_seconds', float('nan')):.1f} |"
+        )
+    if report["comparisons"]:
+        lines += ["", "| defense | s/img | × Fast Preemption |", "|---|---|---|"]
+        lines += [
+            f"| {r['defense']} | {r['seconds_per_image']:.4f} | {r['ratio_to_fast_preemption']:.1f} |"
+            for r in report["comparisons"]
+        ]
+    if report["loop"]:
+        loop = report["loop"]
+        lines += ["", f"whole loop ({loop['images']} images, attack {loop['attack'].rsplit('.', 1)[-1]}):"]
+        lines += ["", "| stage | s/img |", "|---|---|"]
+        lines += [f"| {stage} | {seconds:.4f} |" for stage, seconds in loop["seconds_per_image"].items()]
+        lines += ["", f"slowest stage: {loop['slowest_stage']}"]
+    return "\n".join(lines)
+
+
+def plot(report: dict, out: Path) -> Path:
+    """Seconds per image against batch size (defense and floor) and against N."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    figure, (by_batch, by_n) = plt.subplots(1, 2, figsize=(9, 3.5))
+    batches = [row["batch_size"] for row in report["by_batch"]]
+    by_batch.plot(batches, [row["seconds_per_image"] for row in report["by_batch"]], "o-", label="Fast Preemption")
+    by_batch.plot(batches, [row["floor_seconds_per_image"] for row in report["by_batch"]], "s--", label="floor")
+    by_batch.set(xscale="log", xlabel="batch size", ylabel="seconds per image", title="time by batch size")
+    by_batch.legend()
+    samples = [row["n_samples"] for row in report["by_n"]]
+    by_n.plot(samples, [row["seconds_per_image"] for row in report["by_n"]], "o-")
+    by_n.set(xlabel="N (random starts per step)", ylabel="seconds per image", title="time by N")
+    figure.suptitle(report["device"], fontsize=9)
+    figure.tight_layout()
+    figure.savefig(out, dpi=120)
+    plt.close(figure)
+    return out
+
+
+def bench(cfg: DictConfig) -> dict:
+    output_dir = Path(cfg.paths.output_dir)
+    output_dir.mkdir(parents=True, exist_ok=True)
+    report = run_benchmark(cfg, output_dir)
+    table = format_report(report)
+    write_json_atomically(report, output_dir / "bench.json")
+    write_text_atomically(table + "\n", output_dir / "bench.md")
+    plot(report, output_dir / "bench.png")
+    print(f"\n{table}\n\nbenchmark: {output_dir / 'bench.json'}")
+    return report
+
+
+@hydra_command("bench")
+def main(cfg: DictConfig) -> None:
+    bench(cfg)
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,167 @@
+"""The test loop: 8-bit transmission of protected images, scored both ways."""
+
+import json
+from pathlib import Path
+
+import pytest
+import torch
+from hydra.utils import instantiate
+
+from preempt.assembly import bind
+from preempt.commands.evaluate import evaluate
+from preempt.evaluation.module import PreemptiveEvaluation
+from preempt.parts import NoDefense
+from preempt.threat import to_8bit
+
+
+def test_8bit_rounding_lands_on_the_png_grid_within_half_a_level() -> None:
+    x = torch.rand(4, 3, 8, 8, dtype=torch.float64)
+    sent = to_8bit(x)
+    assert torch.equal(sent * 255, torch.round(sent * 255))
+    assert (sent - x).abs().max() <= 0.5 / 255 + 1e-12
+    assert sent.min() >= 0 and sent.max() <= 1
+
+
+@pytest.mark.parametrize("transmit_8bit", [True, False])
+def test_transmission_sends_8bit_images_and_reports_accuracy_both_ways(
+    transmit_8bit: bool, compose_config, digits_models, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    attacked: list[torch.Tensor] = []
+    original = PreemptiveEvaluation.run_attack
+
+    def recording(self, x, y, target=None, start=None):
+        attacked.append(x.clone())
+        return original(self, x, y, target, start)
+
+    monkeypatch.setattr(PreemptiveEvaluation, "run_attack", recording)
+    cfg = compose_config(f"transmit_8bit={transmit_8bit}", "attack=pgd", "dataset.n_samples=16", "logger=none")
+    results = evaluate(cfg)
+    metrics = results["metrics"]
+
+    on_grid = [torch.equal(x * 255, torch.round(x * 255)) for x in attacked]
+    if transmit_8bit:
+        assert on_grid == [True, False]  # the sent (8-bit) images, then the unrounded protection
+        assert {"test/robust_acc_float", "test/protected_clean_acc_float"} <= metrics.keys()
+        assert metrics["test/linf"] <= 0.2 + 0.5 / 255 + 1e-6  # rounding may add half a level
+    else:
+        assert on_grid == [False]
+        assert "test/robust_acc_float" not in metrics
+    saved = json.loads((Path(cfg.paths.output_dir) / "results.json").read_text())
+    assert saved["config"]["transmit_8bit"] is transmit_8bit and saved["metrics"] == metrics
+
+
+def _evaluate(victim: torch.nn.Module, attack, digits_models, n_samples: int = 32) -> dict[str, float]:
+    """The test loop on real digits with no sender-side defense (`attack` a factory, bound to the victim here);
+    returns the logged metrics."""
+    import lightning as L
+
+    from preempt.datasets.digits import digits
+    from preempt.evaluation import EvaluationDataModule
+
+    mlp = digits_models["digits_mlp"]
+    module = PreemptiveEvaluation(mlp, victim, NoDefense(), bind(attack, {"model": victim}), num_classes=10)
+    trainer = L.Trainer(accelerator="cpu", devices=1, logger=False, enable_progress_bar=False, inference_mode=False)
+    trainer.test(module, datamodule=EvaluationDataModule(digits(n_samples=n_samples), batch_size=16), verbose=False)
+    return {key: float(value) for key, value in trainer.callback_metrics.items()}, module
+
+
+class _RoundedInput(torch.nn.Module):
+    """A victim behind input rounding whose input gradient is exactly zero (masked gradients, as a careless
+    implementation of a quantizing defense would give)."""
+
+    def __init__(self, victim: torch.nn.Module) -> None:
+        super().__init__()
+        self.victim = victim
+
+    def forward(self, x):
+        return self.victim(torch.round(x * 4) / 4 + 0 * x)
+
+
+def test_masked_gradients_raise_autoattacks_zero_gradient_flag(digits_models) -> None:
+    import functools
+
+    from preempt.attacks.pgd import PGD
+
+    attack = functools.partial(PGD, eps=0.2, norm="Linf", steps=5)
+    masked, _ = _evaluate(_RoundedInput(digits_models["digits_mlp"]), attack, digits_models)
+    plain, _ = _evaluate(digits_models["digits_mlp"], attack, digits_models)
+    assert masked["test/check_zero_gradients"] == 1 and plain["test/check_zero_gradients"] == 0
+    assert masked["test/robust_acc"] > plain["test/robust_acc"] + 0.3  # the "win" the flag makes visible
+    assert plain["test/check_randomized"] == plain["test/check_probability_output"] == 0
+
+
+def test_targeted_attack_reports_success_and_per_round_curves(digits_models) -> None:
+    import functools
+
+    from preempt.attacks.pgd import PGD
+
+    attack = functools.partial(PGD, eps=0.3, norm="Linf", steps=4, targeted=True, early_stop=True, record_every=2)
+    metrics, module = _evaluate(digits_models["digits_mlp"], attack, digits_models)
+    assert module.rounds["round"] == [2, 4]
+    assert module.rounds["attack_success_rate"][-1] == pytest.approx(metrics["test/attack_success_rate"])
+    assert 0.5 <= metrics["test/attack_success_rate"] <= 1 - metrics["test/robust_acc"] + 1e-9
+    again, _ = _evaluate(digits_models["digits_mlp"], attack, digits_models)
+    assert without_timings(again) == without_timings(metrics)  # targets are drawn from the batch's seed
+
+
+def without_timings(metrics: dict[str, float]) -> dict[str, float]:
+    return {key: value for key, value in metrics.items() if not key.endswith("_seconds_per_image")}
+
+
+def test_learned_bpda_gets_the_cached_approximator_of_the_receivers_transform(
+    compose_config, digits_models, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from preempt import assembly
+    from preempt.zoo.approximators import train_approximator
+
+    requested = []
+
+    def tiny_approximator(transform_config, dataset_config, cache_dir):
+        requested.append((transform_config["_target_"], dataset_config["_target_"], cache_dir))
+        transform = instantiate(transform_config)
+        images = instantiate(dataset_config).images[:32]
+        return train_approximator(transform, images, layers=2, growth=4, steps=3, batch_size=16, lr=1e-2, seed=0)
+
+    monkeypatch.setattr(assembly, "load_or_train_approximator", tiny_approximator)
+    cfg = compose_config(
+        "defense=none", "receiver_defense=bit_depth", "attack=bpda", "attack.approximation=learned",
+        "attack.steps=2", "dataset.n_samples=8", "logger=none",
+    )  # fmt: skip
+    results = evaluate(cfg)
+    assert requested == [("preempt.receiver_defenses.bit_depth.BitDepth", cfg.dataset._target_, cfg.paths.cache_dir)]
+    assert results["run"]["attack"] == "BPDA (learned g′) targeted"
+    assert results["rounds"]["round"] == [1, 2]
+
+
+def test_untargeted_success_is_the_complement_of_robust_accuracy_even_for_a_random_receiver(compose_config) -> None:
+    """Both are scored from one prediction of the attacked images: one draw of a random g, not two."""
+    cfg = compose_config(
+        "defense=none", "receiver_defense=random_resize_pad", "attack=pgd", "attack.steps=2", "dataset.n_samples=32",
+        "logger=none",
+    )  # fmt: skip
+    metrics = evaluate(cfg)["metrics"]
+    assert metrics["test/attack_success_rate"] == pytest.approx(1 - metrics["test/robust_acc"])
+
+
+def test_ground_truth_cannot_be_the_victim(digits_models) -> None:
+    from preempt.attacks.base import NoAttack
+    from preempt.models import GroundTruth
+
+    with pytest.raises(TypeError, match="ground_truth, noisy_labels\\) can only be the classifier"):
+        PreemptiveEvaluation(
+            classifier=GroundTruth(), victim=GroundTruth(), defense=NoDefense(), attack=NoAttack(None), num_classes=10
+        )
+
+
+def test_every_model_a_part_holds_moves_with_the_module(digits_models) -> None:
+    """The defense's backbone, the attack's model and Bi-Level's inner attack's are registered, so Lightning moves
+    them to the device with the module (a model only a part held once stayed on the CPU)."""
+    from preempt.attacks.pgd import PGD
+    from preempt.defenses.bilevel import BiLevel
+
+    backbone, victim = digits_models["digits_cnn_at"], digits_models["digits_lenet_at"]
+    defense = BiLevel(backbone=backbone, eps=0.1, iterations=1, inner_steps=1)
+    module = PreemptiveEvaluation(victim, victim, defense, PGD(victim, eps=0.1), num_classes=10)
+    registered = module._modules  # every name, also of a module registered twice (named_children lists it once)
+    assert registered["defense_backbone"] is backbone and registered["defense_inner_attack_model"] is backbone
+    assert registered["attack_model"] is victim and registered["victim"] is victim

@@ -1,0 +1,129 @@
+"""The contract every input transform keeps: shape, dtype, range, randomness and gradients as declared, and a
+detached call. The transforms are every model-free receiver_defense option in conf/, and the identity."""
+
+from __future__ import annotations
+
+import pytest
+import torch
+from conftest import TRANSFORMS as OPTIONS
+from conftest import option_target
+
+from preempt.parts import Identity, InputTransform, NonDifferentiableTransformError
+from preempt.receiver_defenses import ReceiverDefended
+
+TRANSFORMS: list[type[InputTransform]] = [Identity, *(option_target("receiver_defense", name) for name in OPTIONS)]
+RANDOM = [cls for cls in TRANSFORMS if cls.random]
+DETERMINISTIC = [cls for cls in TRANSFORMS if not cls.random]
+BATCHES = ["digits_batch", "cifar_batch"]
+
+
+@pytest.fixture(autouse=True)
+def single_thread():
+    """One intra-op thread: on a shared 2-core machine OpenMP's second thread makes the many small ops of the
+    iterative transforms (TV's 100 primal-dual steps) hundreds of times slower whenever the other core is busy."""
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(threads)
+
+
+def images(request: pytest.FixtureRequest, batch: str) -> torch.Tensor:
+    return request.getfixturevalue(batch)[0]
+
+
+def test_discovery_finds_the_shipped_transforms_on_both_sides_of_the_fact() -> None:
+    assert len(TRANSFORMS) >= 10 and all(issubclass(cls, InputTransform) for cls in TRANSFORMS)
+    assert RANDOM and DETERMINISTIC
+    assert {cls.differentiable for cls in TRANSFORMS} == {True, False}
+
+
+@pytest.mark.parametrize("cls", TRANSFORMS, ids=lambda cls: cls.__name__)
+def test_the_declared_gradient_is_the_one_an_attack_gets(cls: type[InputTransform], cifar_batch) -> None:
+    """Declared differentiable: the input gets a nonzero gradient through victim∘g. Declared not: asking for one
+    raises, naming BPDA, instead of handing an attack a zero or meaningless gradient."""
+    victim = torch.nn.Sequential(torch.nn.Flatten(), torch.nn.LazyLinear(10))
+    defended = ReceiverDefended(victim, cls())
+    x = cifar_batch[0][:4].clone().requires_grad_(True)
+    torch.manual_seed(0)
+    if not cls.differentiable:
+        with pytest.raises(NonDifferentiableTransformError, match="attack=bpda"):
+            defended(x)
+        return
+    (grad,) = torch.autograd.grad(defended(x).sum(), x)
+    assert grad.abs().sum() > 0
+
+
+@pytest.mark.parametrize("batch", BATCHES)
+@pytest.mark.parametrize("cls", TRANSFORMS, ids=lambda cls: cls.__name__)
+def test_output_keeps_shape_and_dtype_and_stays_finite_in_unit_range(
+    cls: type[InputTransform], batch: str, request: pytest.FixtureRequest
+) -> None:
+    x = images(request, batch)
+    torch.manual_seed(0)
+    out = cls().transform(x)
+    assert out.shape == x.shape and out.dtype == x.dtype
+    assert torch.isfinite(out).all()
+    assert out.min() >= 0 and out.max() <= 1
+
+
+@pytest.mark.parametrize("batch", BATCHES)
+@pytest.mark.parametrize("cls", TRANSFORMS, ids=lambda cls: cls.__name__)
+def test_float64_input_gives_float64_output(cls: type[InputTransform], batch: str, request) -> None:
+    x = images(request, batch).double()
+    torch.manual_seed(0)
+    out = cls().transform(x)
+    assert out.dtype == torch.float64 and out.shape == x.shape
+    assert out.min() >= 0 and out.max() <= 1
+
+
+@pytest.mark.parametrize("batch", BATCHES)
+@pytest.mark.parametrize("cls", RANDOM, ids=lambda cls: cls.__name__)
+def test_random_transform_differs_between_calls_and_repeats_under_a_seed(
+    cls: type[InputTransform], batch: str, request
+) -> None:
+    x = images(request, batch)
+    transform = cls()
+    first, second = transform.transform(x), transform.transform(x)
+    assert not torch.equal(first, second), "two calls of a random transform gave the same output"
+    torch.manual_seed(123)
+    seeded = transform.transform(x)
+    torch.manual_seed(123)
+    assert torch.equal(seeded, transform.transform(x)), "the same seed did not repeat the output"
+
+
+@pytest.mark.parametrize("batch", BATCHES)
+@pytest.mark.parametrize("cls", DETERMINISTIC, ids=lambda cls: cls.__name__)
+def test_deterministic_transform_gives_the_same_output_whatever_the_seed(
+    cls: type[InputTransform], batch: str, request
+) -> None:
+    x = images(request, batch)
+    transform = cls()
+    torch.manual_seed(0)
+    first = transform.transform(x)
+    torch.manual_seed(1)
+    assert torch.equal(first, transform.transform(x))
+
+
+@pytest.mark.parametrize("batch", BATCHES)
+@pytest.mark.parametrize("cls", TRANSFORMS, ids=lambda cls: cls.__name__)
+def test_sender_side_call_is_detached_and_leaves_its_input_untouched(
+    cls: type[InputTransform], batch: str, request
+) -> None:
+    x = images(request, batch).clone().requires_grad_(True)
+    before = x.detach().clone()
+    labels = request.getfixturevalue(batch)[1]
+    torch.manual_seed(0)
+    out = cls()(x, labels)
+    assert isinstance(out, torch.Tensor) and out.shape == x.shape
+    assert not out.requires_grad and out.grad_fn is None
+    assert torch.equal(x.detach(), before)
+    torch.manual_seed(0)
+    assert torch.equal(out, cls().transform(before)), "the call shape must apply the same g as transform"
+
+
+def test_identity_returns_its_input_and_passes_gradients(cifar_batch) -> None:
+    x = cifar_batch[0].clone().requires_grad_(True)
+    out = Identity().transform(x)
+    assert torch.equal(out, x)
+    out.sum().backward()
+    assert torch.equal(x.grad, torch.ones_like(x))
