@@ -134,16 +134,42 @@ def resnet18() -> torch.nn.Module:
     return load_autoattack_resnet18()
 
 
-def main_command(output_dir: Path, zoo_dir: Path, *overrides: str) -> list[str]:
-    """`src/main.py` as a user runs it, writing into `output_dir` and sharing the session's digits zoo."""
+def main_arguments(output_dir: Path, zoo_dir: Path, *overrides: str) -> list[str]:
+    """`src/main.py`'s arguments as a user gives them, writing into `output_dir` and sharing the session's zoo."""
     return [
-        sys.executable,
-        str(ROOT / "src" / "main.py"),
         f"hydra.run.dir={output_dir}",
         f"paths.cache_dir={zoo_dir}",
         "trainer.enable_progress_bar=false",
         *overrides,
     ]
+
+
+def main_command(output_dir: Path, zoo_dir: Path, *overrides: str) -> list[str]:
+    """`src/main.py` as a user runs it, in a process of its own (for what needs one: DDP, signals, a kill)."""
+    return [sys.executable, str(ROOT / "src" / "main.py"), *main_arguments(output_dir, zoo_dir, *overrides)]
+
+
+def run_main(arguments: list[str], command: Callable[[], None] | None = None) -> int | str | None:
+    """`src/main.py` (or another `@hydra_command`) with these arguments in this process, as
+    `preempt.commands.reproduce_batch` runs its multiruns (a process of its own adds only ~6 s of imports): the exit
+    status, or the one-line refusal it ended with."""
+    import signal
+
+    from hydra.core.global_hydra import GlobalHydra
+
+    from preempt.commands.evaluate import main
+
+    saved_argv, saved_handler = sys.argv, signal.getsignal(signal.SIGTERM)
+    sys.argv = [str(ROOT / "src" / "main.py"), *arguments]
+    try:
+        (command or main)()
+        return 0
+    except SystemExit as exit_:
+        return exit_.code
+    finally:
+        sys.argv = saved_argv
+        signal.signal(signal.SIGTERM, saved_handler)
+        GlobalHydra.instance().clear()
 
 
 def assert_in_budget(x_adv: torch.Tensor, x: torch.Tensor, eps: float, norm: str) -> None:

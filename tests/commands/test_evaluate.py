@@ -1,4 +1,5 @@
-"""`python src/main.py` (the evaluation) end to end, as users run it, offline."""
+"""`python src/main.py` (the evaluation) end to end, as users run it, offline: in this process (as a reproduction's
+batch runs it), and in a process of its own where that is the point (DDP, a failing rank, a sweep script)."""
 
 import json
 import os
@@ -7,7 +8,7 @@ import sys
 from pathlib import Path
 
 import pytest
-from conftest import ROOT, TEST_SCORE_MODEL, TRANSFORMS, main_command
+from conftest import ROOT, TEST_SCORE_MODEL, TRANSFORMS, main_arguments, main_command, run_main
 from omegaconf import open_dict
 
 from preempt.commands.evaluate import evaluate
@@ -15,17 +16,26 @@ from preempt.commands.evaluate import evaluate
 pytestmark = pytest.mark.slow
 
 
-def run_main(output_dir: Path, zoo_dir: Path, *overrides: str) -> tuple[dict, str]:
-    command = main_command(output_dir, zoo_dir, *overrides)
-    done = subprocess.run(command, capture_output=True, text=True, timeout=900, cwd=ROOT)
+def run_process(output_dir: Path, zoo_dir: Path, *overrides: str) -> dict:
+    """One run of src/main.py in a process of its own (DDP starts its other process from that command line)."""
+    done = subprocess.run(main_command(output_dir, zoo_dir, *overrides), capture_output=True, text=True, cwd=ROOT)
     assert done.returncode == 0, done.stdout[-3000:] + done.stderr[-3000:]
-    return json.loads((output_dir / "results.json").read_text()), done.stdout
+    return json.loads((output_dir / "results.json").read_text())
 
 
-def test_fast_preemption_beats_no_defense_under_autoattack(tmp_path: Path, zoo_dir: Path, digits_models) -> None:
+def run_job(capfd, output_dir: Path, zoo_dir: Path, *overrides: str) -> tuple[dict, str]:
+    """One run of src/main.py: its results.json and what it printed."""
+    status = run_main(main_arguments(output_dir, zoo_dir, *overrides))
+    printed = capfd.readouterr().out
+    assert status == 0, printed[-3000:]
+    return json.loads((output_dir / "results.json").read_text()), printed
+
+
+def test_fast_preemption_beats_no_defense_under_autoattack(tmp_path: Path, zoo_dir: Path, digits_models, capfd) -> None:
     # One multirun, as a sweep runs: job 0 undefended, job 1 protected, each with its own W&B run.
     printed: list[str] = []
     undefended, protected = run_sweep(
+        capfd,
         tmp_path,
         zoo_dir,
         "defense=none,fast_preemption",
@@ -56,9 +66,15 @@ def test_fast_preemption_beats_no_defense_under_autoattack(tmp_path: Path, zoo_d
     assert list((tmp_path / "1" / "csv").rglob("metrics.csv"))
 
 
-def test_cifar10_samples_with_shipped_resnet18_writes_results(tmp_path: Path, zoo_dir: Path) -> None:
-    results, printed = run_main(
-        tmp_path, zoo_dir, "experiment=cifar10_resnet18", "dataset.n_samples=8", "logger=none", "print_config=false"
+def test_cifar10_samples_with_shipped_resnet18_writes_results(tmp_path: Path, zoo_dir: Path, capfd) -> None:
+    results, printed = run_job(
+        capfd,
+        tmp_path,
+        zoo_dir,
+        "experiment=cifar10_resnet18",
+        "dataset.n_samples=8",
+        "logger=none",
+        "print_config=false",
     )
     assert "├── dataset" not in printed, "print_config=false prints no config tree"
     metrics = results["metrics"]
@@ -75,8 +91,8 @@ def test_two_process_ddp_equals_one_process(tmp_path: Path, zoo_dir: Path, digit
     per-round counts and sanity flags are reduced over ranks too."""
     targeted = ("attack.targeted=true", "attack.early_stop=true", "attack.record_every=5")
     common = ("attack=pgd", *targeted, "dataset.n_samples=19", "batch_size=4", "logger=csv")
-    single, _ = run_main(tmp_path / "single", zoo_dir, "trainer=default", *common)
-    ddp, _ = run_main(tmp_path / "ddp", zoo_dir, "trainer=ddp", "trainer.accelerator=cpu", *common)
+    single = run_process(tmp_path / "single", zoo_dir, "trainer=default", *common)
+    ddp = run_process(tmp_path / "ddp", zoo_dir, "trainer=ddp", "trainer.accelerator=cpu", *common)
     assert ddp["config"]["trainer"]["strategy"] == "ddp" and ddp["config"]["trainer"]["devices"] == 2
     assert ddp["metrics"].keys() == single["metrics"].keys()
     assert ddp["rounds"] == single["rounds"] and single["rounds"]["round"] == [5, 10]
@@ -89,12 +105,11 @@ def test_two_process_ddp_equals_one_process(tmp_path: Path, zoo_dir: Path, digit
 
 
 def test_bad_override_fails_with_the_fix(tmp_path: Path) -> None:
-    """An empty model cache: the refusal must come before the zoo is trained, as one line without a traceback."""
-    command = main_command(tmp_path / "run", tmp_path / "empty_cache", "threat.eps=8")
-    done = subprocess.run(command, capture_output=True, text=True, timeout=300, cwd=ROOT, check=False)
-    assert done.returncode != 0
-    assert done.stderr.strip().splitlines()[-1].startswith("error: threat: Linf eps=8 is larger")
-    assert "8/255" in done.stderr and "Traceback" not in done.stderr
+    """An empty model cache: the refusal must come before the zoo is trained, as one line (a SystemExit with the
+    line, which Python prints alone) without a traceback."""
+    refusal = run_main(main_arguments(tmp_path / "run", tmp_path / "empty_cache", "threat.eps=8"))
+    assert isinstance(refusal, str) and refusal.startswith("error: threat: Linf eps=8 is larger")
+    assert "8/255" in refusal and "\n" not in refusal
     assert not (tmp_path / "empty_cache").exists()
 
 
@@ -180,32 +195,29 @@ def test_a_finished_run_folder_is_left_untouched(tmp_path: Path, zoo_dir: Path) 
     (tmp_path / ".hydra").mkdir()
     (tmp_path / ".hydra" / "config.yaml").write_text("finished: true\n")
     (tmp_path / "results.json").write_text("{}\n")
-    done = subprocess.run(main_command(tmp_path, zoo_dir), capture_output=True, text=True, timeout=120, cwd=ROOT)
-    assert done.returncode != 0 and "finished run" in done.stderr
+    refusal = run_main(main_arguments(tmp_path, zoo_dir))
+    assert isinstance(refusal, str) and refusal.startswith("error:") and "finished run" in refusal
     assert (tmp_path / ".hydra" / "config.yaml").read_text() == "finished: true\n"
     assert (tmp_path / "results.json").read_text() == "{}\n"
 
 
 def test_a_refusal_names_the_option_the_user_picked(tmp_path: Path) -> None:
-    done = subprocess.run(
-        main_command(tmp_path / "run", tmp_path / "cache", "dataset=cifar10_samples", "victim=digits_mlp"),
-        capture_output=True,
-        text=True,
-        timeout=120,
-        cwd=ROOT,
+    refusal = run_main(
+        main_arguments(tmp_path / "run", tmp_path / "cache", "dataset=cifar10_samples", "victim=digits_mlp")
     )
-    assert done.returncode != 0
-    assert "error: classifier digits_cnn takes 1×16×16 images (C×H×W) but dataset cifar10_samples gives 3×32×32" in (
-        done.stderr
+    assert refusal.startswith(
+        "error: classifier digits_cnn takes 1×16×16 images (C×H×W) but dataset cifar10_samples gives 3×32×32"
     )
     assert not (tmp_path / "cache").exists()  # refused before the zoo was trained
     assert not (tmp_path / "run").exists(), "a failed run's folder is marked, not left looking like a run"
     assert "takes 1×16×16 images" in (tmp_path / "run_failed" / "FAILED").read_text()
 
 
-def test_bpda_against_the_second_papers_defense_records_every_round(tmp_path: Path, zoo_dir: Path, digits_models):
-    results, stdout = run_main(
-        tmp_path, zoo_dir, "defense=none", "receiver_defense=dct_distortion", "attack=bpda", "attack.steps=6",
+def test_bpda_against_the_second_papers_defense_records_every_round(
+    tmp_path: Path, zoo_dir: Path, digits_models, capfd
+) -> None:
+    results, stdout = run_job(
+        capfd, tmp_path, zoo_dir, "defense=none", "receiver_defense=dct_distortion", "attack=bpda", "attack.steps=6",
         "threat.norm=normalized_L2", "threat.eps=0.3", "dataset.n_samples=24", "logger=default",
     )  # fmt: skip
     rounds = results["rounds"]
@@ -218,14 +230,14 @@ def test_bpda_against_the_second_papers_defense_records_every_round(tmp_path: Pa
 
 
 def test_diffpure_purifies_receiver_side_and_an_eot_attack_differentiates_through_it(
-    tmp_path: Path, zoo_dir: Path, digits_models, digits_score_model
+    tmp_path: Path, zoo_dir: Path, digits_models, digits_score_model, capfd
 ) -> None:
     """receiver_defense=diffpure with the trained digits score model, attacked with exact gradients through the
     reverse SDE averaged over draws (EOT)."""
-    results, stdout = run_main(
-        tmp_path / "digits", zoo_dir, "defense=none", "receiver_defense=diffpure", "receiver_defense.t_star=0.05",
-        *TEST_SCORE_MODEL, "attack=eot", "attack.steps=3", "attack.eot_samples=2", "dataset.n_samples=16",
-        "logger=none",
+    results, stdout = run_job(
+        capfd, tmp_path / "digits", zoo_dir, "defense=none", "receiver_defense=diffpure",
+        "receiver_defense.t_star=0.05", *TEST_SCORE_MODEL, "attack=eot", "attack.steps=3", "attack.eot_samples=2",
+        "dataset.n_samples=16", "logger=none",
     )  # fmt: skip
     metrics = results["metrics"]
     assert metrics["test/clean_acc"] >= 0.7 and metrics["test/robust_acc"] <= metrics["test/clean_acc"]
@@ -234,28 +246,30 @@ def test_diffpure_purifies_receiver_side_and_an_eot_attack_differentiates_throug
     assert "| NoDefense | DiffPure " in stdout and metrics["test/receiver_seconds_per_image"] > 0
 
 
-def run_sweep(sweep_dir: Path, zoo_dir: Path, *overrides: str, printed: list[str] | None = None) -> list[dict]:
+def run_sweep(capfd, sweep_dir: Path, zoo_dir: Path, *overrides: str, printed: list[str] | None = None) -> list[dict]:
     """One Hydra multirun of src/main.py; the results.json of every job, in job order (what it printed is
     appended to `printed`)."""
-    command = main_command(sweep_dir / "unused", zoo_dir, *overrides, f"hydra.sweep.dir={sweep_dir}")
-    command.insert(2, "-m")  # Hydra's flag goes before the overrides
-    done = subprocess.run(command, capture_output=True, text=True, timeout=900, cwd=ROOT)
-    assert done.returncode == 0, done.stdout[-3000:] + done.stderr[-3000:]
+    status = run_main(
+        ["-m", *main_arguments(sweep_dir / "unused", zoo_dir, *overrides), f"hydra.sweep.dir={sweep_dir}"]
+    )
+    output = capfd.readouterr()
+    assert status == 0, output.out[-3000:] + output.err[-3000:]
     if printed is not None:
-        printed.append(done.stdout + done.stderr)
+        printed.append(output.out + output.err)
     jobs = sorted((path for path in sweep_dir.iterdir() if path.name.isdigit()), key=lambda path: int(path.name))
     return [json.loads((job / "results.json").read_text()) for job in jobs]
 
 
 def test_preemptive_baselines_and_fast_preemption_knobs_run_through_main(
-    tmp_path: Path, zoo_dir: Path, digits_models
+    tmp_path: Path, zoo_dir: Path, digits_models, capfd
 ) -> None:
     """Bi-Level, A5, the two presets and the ablation knobs as users run them: each protects within the budget and
     leaves the victim more robust to PGD than no defense, on the same 32 digits."""
     common = ("attack=pgd", "dataset.n_samples=32", "logger=none")
     options = ["none", "bilevel", "bilevel_fp", "a5", "fast_preemption_mspd"]
-    baselines = run_sweep(tmp_path / "baselines", zoo_dir, f"defense={','.join(options)}", *common)
+    baselines = run_sweep(capfd, tmp_path / "baselines", zoo_dir, f"defense={','.join(options)}", *common)
     knobs = run_sweep(
+        capfd,
         tmp_path / "knobs",
         zoo_dir,
         "defense=fast_preemption",
@@ -285,16 +299,17 @@ def test_preemptive_baselines_and_fast_preemption_knobs_run_through_main(
         assert metrics["test/defense_seconds_per_image"] > 0, overrides
 
 
-def test_a_sweep_run_again_with_skip_finished_recomputes_nothing(tmp_path: Path, zoo_dir: Path, digits_models) -> None:
+def test_a_sweep_run_again_with_skip_finished_recomputes_nothing(
+    tmp_path: Path, zoo_dir: Path, digits_models, capfd
+) -> None:
     """The second sweep finds both jobs' results by their config (in the first sweep's folders) and runs neither."""
     common = ("defense=none", "attack=none", "dataset.n_samples=8", "logger=none", f"paths.log_dir={tmp_path}")
-    first = run_sweep(tmp_path / "first", zoo_dir, "seed=0,1", *common)
-    command = main_command(tmp_path / "unused", zoo_dir, "seed=0,1", *common, "skip_finished=true")
-    command[2:2] = ["-m", f"hydra.sweep.dir={tmp_path / 'second'}"]
-    done = subprocess.run(command, capture_output=True, text=True, timeout=300, cwd=ROOT)
-    assert done.returncode == 0, done.stderr[-2000:]
+    first = run_sweep(capfd, tmp_path / "first", zoo_dir, "seed=0,1", *common)
+    arguments = main_arguments(tmp_path / "unused", zoo_dir, "seed=0,1", *common, "skip_finished=true")
+    assert run_main(["-m", f"hydra.sweep.dir={tmp_path / 'second'}", *arguments]) == 0
+    printed = capfd.readouterr().out
     for job in ("0", "1"):
-        assert f"finished before, in {tmp_path / 'first' / job / 'results.json'}" in done.stdout
+        assert f"finished before, in {tmp_path / 'first' / job / 'results.json'}" in printed
         assert not (tmp_path / "second" / job).exists()
     assert [result["run"]["seed"] for result in first] == [0, 1]
 
@@ -332,17 +347,11 @@ def test_a_finished_run_is_found_by_its_config_and_skipped_when_asked(compose_co
     assert (tmp_path / "outputs" / "forced" / "results.json").is_file()
 
 
-@pytest.mark.slow
-def test_every_transform_runs_receiver_side_through_main(tmp_path: Path, zoo_dir: Path, digits_models) -> None:
+def test_every_transform_runs_receiver_side_through_main(tmp_path: Path, zoo_dir: Path, digits_models, capfd) -> None:
     """One multirun over every transform (oblivious PGD), then both sides at once, as a user would run them."""
     sweep = ",".join(TRANSFORMS)
-    command = main_command(tmp_path / "unused", zoo_dir, f"receiver_defense={sweep}", "defense=none")
-    command.insert(2, "-m")  # Hydra's flag goes before the overrides
-    command += [f"hydra.sweep.dir={tmp_path / 'sweep'}", "attack=pgd", "threat.oblivious=true"]
-    command += ["dataset.n_samples=16", "logger=none"]
-    done = subprocess.run(command, capture_output=True, text=True, timeout=900, cwd=ROOT)
-    assert done.returncode == 0, done.stdout[-3000:] + done.stderr[-3000:]
-    results = [json.loads(path.read_text()) for path in sorted((tmp_path / "sweep").rglob("results.json"))]
+    common = ("attack=pgd", "threat.oblivious=true", "dataset.n_samples=16", "logger=none")
+    results = run_sweep(capfd, tmp_path / "sweep", zoo_dir, f"receiver_defense={sweep}", "defense=none", *common)
     assert len(results) == len(TRANSFORMS)
     for result in results:
         option = result["config"]["receiver_defense"]["_target_"]
@@ -351,11 +360,8 @@ def test_every_transform_runs_receiver_side_through_main(tmp_path: Path, zoo_dir
         assert 0 <= metrics["test/robust_acc"] <= 1 and 0 <= metrics["test/clean_acc"] <= 1, option
         assert metrics["test/receiver_variance_ssim"] <= 1, option
 
-    both = main_command(tmp_path / "both", zoo_dir, "defense=fast_preemption", "receiver_defense=dct_distortion")
-    both += ["attack=pgd", "threat.oblivious=true", "dataset.n_samples=16", "logger=none"]
-    done = subprocess.run(both, capture_output=True, text=True, timeout=900, cwd=ROOT)
-    assert done.returncode == 0, done.stdout[-3000:] + done.stderr[-3000:]
-    result = json.loads((tmp_path / "both" / "results.json").read_text())
+    both = ("defense=fast_preemption", "receiver_defense=dct_distortion", *common)
+    result, printed = run_job(capfd, tmp_path / "both", zoo_dir, *both)
     assert (result["run"]["defense"], result["run"]["receiver_defense"]) == ("FastPreemption", "DCTDistortion")
     assert result["metrics"]["test/linf"] <= 0.2 + 1e-5 and result["metrics"]["test/receiver_variance_l2"] > 0
-    assert "| FastPreemption | DCTDistortion    | PGD (oblivious) | 16" in done.stdout
+    assert "| FastPreemption | DCTDistortion    | PGD (oblivious) | 16" in printed

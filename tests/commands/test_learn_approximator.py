@@ -1,16 +1,14 @@
 """`python -m preempt.commands.learn_approximator`: trains the approximator a run would load, prints its fidelity."""
 
 import dataclasses
-import subprocess
-import sys
 from pathlib import Path
 
 import pytest
-from conftest import CONF_DIR, ROOT
+from conftest import CONF_DIR, run_main
 from hydra import compose, initialize_config_dir
 from omegaconf import DictConfig, OmegaConf, open_dict
 
-from preempt.commands.learn_approximator import learn_approximator
+from preempt.commands.learn_approximator import learn_approximator, main
 from preempt.parts import ConfigError
 from preempt.zoo.approximators import DEFAULT_RECIPE
 
@@ -55,22 +53,18 @@ def test_the_command_refuses_before_training(override: str, message: str, tmp_pa
     assert not (tmp_path / "approximators").exists()
 
 
-@pytest.mark.slow
-def test_the_command_caches_the_approximator_and_prints_its_fidelity(tmp_path: Path) -> None:
-    command = [
-        sys.executable,
-        "-m",
-        "preempt.commands.learn_approximator",
+def test_the_command_caches_the_approximator_and_prints_its_fidelity(tmp_path: Path, capfd) -> None:
+    arguments = [
         "receiver_defense=dct_distortion",
         "dataset=digits",
         f"hydra.run.dir={tmp_path / 'run'}",
         f"paths.cache_dir={tmp_path}",
         *(f"approximator.{name}={value}" for name, value in TINY_RECIPE.items()),
     ]
-    done = subprocess.run(command, capture_output=True, text=True, timeout=300, cwd=ROOT)
-    assert done.returncode == 0, done.stdout[-3000:] + done.stderr[-3000:]
-    assert "on 200 held-out images of digits_test" in done.stdout
+    assert run_main(arguments, main) == 0
+    printed = capfd.readouterr().out
+    assert "on 200 held-out images of digits_test" in printed
     for row in ("approximator", "identity (naive BPDA)", "g itself, another draw"):
-        assert any(line.startswith(row) and len(line.split()) >= 3 for line in done.stdout.splitlines())
-    path = Path(done.stdout.strip().splitlines()[-1].removeprefix("approximator: "))
+        assert any(line.startswith(row) and len(line.split()) >= 3 for line in printed.splitlines())
+    path = Path(printed.strip().splitlines()[-1].removeprefix("approximator: "))
     assert path.exists() and path.parent == tmp_path / "approximators"

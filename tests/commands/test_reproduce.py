@@ -12,7 +12,7 @@ from pathlib import Path
 import pytest
 from conftest import ROOT
 
-from preempt.commands.reproduce import train_first_use_models
+from preempt.commands.reproduce import main, train_first_use_models
 from preempt.reproduce.runs import FIRST_USE_TRAINERS, Cell
 
 TABLES = Path(__file__).parents[1] / "reproduce" / "tables"
@@ -92,29 +92,18 @@ def test_the_driver_trains_each_first_use_model_once_before_the_tables(tmp_path:
     assert capsys.readouterr().out == ""
 
 
-def test_missing_checkpoints_at_the_paper_scale_are_named_before_anything_runs(tmp_path: Path) -> None:
+def test_missing_checkpoints_at_the_paper_scale_are_named_before_anything_runs(tmp_path: Path, capsys) -> None:
     started = time.monotonic()
-    done = subprocess.run(
+    status = main(
         [
-            *(
-                sys.executable,
-                "-m",
-                "preempt.commands.reproduce",
-                "--scale",
-                "paper",
-                "--tables",
-                "fast_preemption_table8",
-            ),
-            *("--out", str(tmp_path), "--no-wandb", f"paths.model_dir={tmp_path / 'models'}"),
-        ],
-        cwd=ROOT,
-        capture_output=True,
-        text=True,
-        timeout=120,
+            *("--scale", "paper", "--tables", "fast_preemption_table8", "--out", str(tmp_path), "--no-wandb"),
+            f"paths.model_dir={tmp_path / 'models'}",
+        ]
     )
-    assert done.returncode == 2, done.stderr[-2000:]
+    stderr = capsys.readouterr().err
+    assert status == 2, stderr[-2000:]
     for name in ("Peng2023Robust.pt", "Hendrycks2020AugMix_ResNeXt.pt", "Gowal2021Improving_R18_ddpm_100m.pt"):
-        assert f"{name} is missing: place the RobustBench checkpoint there" in done.stderr
+        assert f"{name} is missing: place the RobustBench checkpoint there" in stderr
     assert time.monotonic() - started < 60 and not (tmp_path / "paper" / "runs").exists()
 
 

@@ -1,12 +1,11 @@
 """Protect once, attack many: a run that reuses cached protections scores exactly as one that protects again."""
 
 import json
-import subprocess
 from pathlib import Path
 
 import pytest
 import torch
-from conftest import ROOT, main_command
+from conftest import main_arguments, run_main
 from omegaconf import OmegaConf
 
 from preempt.evaluation.protection_cache import ProtectionCache, protection_fingerprint
@@ -50,10 +49,11 @@ def test_an_entry_for_other_labels_is_a_miss(tmp_path: Path) -> None:
 
 
 def sweep(sweep_dir: Path, zoo_dir: Path, *overrides: str) -> list[dict]:
-    command = main_command(sweep_dir / "unused", zoo_dir, *overrides, f"hydra.sweep.dir={sweep_dir}")
-    command.insert(2, "-m")
-    done = subprocess.run(command, capture_output=True, text=True, timeout=900, cwd=ROOT)
-    assert done.returncode == 0, done.stdout[-3000:] + done.stderr[-3000:]
+    """One multirun of src/main.py (in this process); the results of its jobs, in job order."""
+    assert (
+        run_main(["-m", *main_arguments(sweep_dir / "unused", zoo_dir, *overrides), f"hydra.sweep.dir={sweep_dir}"])
+        == 0
+    )
     jobs = sorted((path for path in sweep_dir.iterdir() if path.name.isdigit()), key=lambda path: int(path.name))
     return [json.loads((job / "results.json").read_text()) for job in jobs]
 

@@ -11,12 +11,15 @@ import torch
 
 from preempt.receiver_defenses.dct import (
     BLOCK,
+    _dct_matrix,
     block_dct,
     block_idct,
     dct_coefficients,
     from_blocks,
+    most_changed_frequency_counts,
     quantize,
     read_table,
+    table_from_counts,
     to_blocks,
     write_table,
 )
@@ -133,3 +136,37 @@ def test_written_tables_read_back_with_their_notes_skipped(tmp_path: Path) -> No
     text = path.read_text()
     assert text.startswith("# learned on digits\n# attack pgd\n")
     torch.testing.assert_close(read_table(path), table, rtol=0, atol=0)
+
+
+# Algorithm 2 of the preprocessing-defense paper: a defensive table from the frequencies an attack changes most.
+
+
+def basis_image(row: int, col: int, blocks: int = 2) -> torch.Tensor:
+    """An image whose every 8×8 block is the DCT basis function (row, col), scaled small."""
+    d = _dct_matrix(BLOCK, torch.float64, torch.device("cpu"))
+    pattern = torch.outer(d[row], d[col]) * 0.05
+    return pattern.repeat(blocks, blocks)[None, None]
+
+
+@pytest.mark.parametrize(("row", "col"), [(0, 0), (0, 1), (3, 5), (7, 7)])
+def test_a_perturbation_along_one_frequency_is_counted_at_that_frequency(row: int, col: int) -> None:
+    clean = torch.full((1, 1, 16, 16), 0.5, dtype=torch.float64)
+    counts, unchanged = most_changed_frequency_counts(clean, clean + basis_image(row, col))
+    assert unchanged == 0 and counts[row, col] == 4 and counts.sum() == 4
+
+
+def test_blocks_the_attack_left_alone_are_not_counted() -> None:
+    clean = torch.rand(2, 3, 16, 16, dtype=torch.float64)
+    adversarial = clean.clone()
+    adversarial[0, 0, :8, :8] += 0.01
+    counts, unchanged = most_changed_frequency_counts(clean, adversarial)
+    assert counts.sum() == 1 and unchanged == 2 * 3 * 4 - 1
+
+
+def test_the_table_maps_counts_to_20_through_100() -> None:
+    counts = torch.zeros(8, 8, dtype=torch.long)
+    counts[0, 0], counts[0, 1] = 10, 5
+    table = table_from_counts(counts)
+    assert table[0, 0] == 100 and table[0, 1] == 60 and table[5, 5] == 20
+    with pytest.raises(ValueError, match="changed no block"):
+        table_from_counts(torch.zeros(8, 8, dtype=torch.long))
