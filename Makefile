@@ -2,6 +2,8 @@
 VENV ?= .venv
 SCALE ?= quick
 JOBS ?= 2
+# Test workers: one per core, at most 4 (the suite waits on single-threaded Python as much as on torch).
+TEST_JOBS ?= auto
 PYTHON := $(VENV)/bin/python
 INSTALLED := $(VENV)/.installed
 
@@ -27,11 +29,11 @@ bench: install  ## Fast Preemption's speed on this device: floor, overhead, batc
 reproduce-tables: install  ## both papers' tables and figures under outputs/tables/$(SCALE)/ (SCALE=quick|paper, JOBS tables at a time); run it again after a stop: nothing finished is recomputed
 	$(PYTHON) -m preempt.commands.reproduce --scale $(SCALE) --jobs $(JOBS) $(ARGS)
 
-test: install  ## the whole suite (CPU, offline); CI runs exactly this
-	$(PYTHON) -m pytest
+test: install  ## the whole suite (CPU, offline), one worker per core; CI runs exactly this
+	$(PYTHON) -m pytest -n $(TEST_JOBS) --maxprocesses 4 --dist worksteal
 
 test-fast: install  ## skip the end-to-end and long-attack tests
-	$(PYTHON) -m pytest -m "not slow"
+	$(PYTHON) -m pytest -n $(TEST_JOBS) --maxprocesses 4 --dist worksteal -m "not slow"
 
 lint: install
 	$(VENV)/bin/ruff check .

@@ -23,6 +23,15 @@ CONF_DIR = ROOT / "conf"
 register_resolvers()
 
 
+def pytest_configure(config: pytest.Config) -> None:
+    """Parallel workers (`make test` runs one per core) share the cores: each, and every process its tests start,
+    gets its share of intra-op threads. Two workers with two OpenMP threads each on two cores ran a convolution
+    8x slower than one worker alone (OpenMP's waiting threads spin)."""
+    if workers := os.environ.get("PYTEST_XDIST_WORKER_COUNT"):
+        os.environ.setdefault("OMP_NUM_THREADS", str(max(1, (os.cpu_count() or 1) // int(workers))))
+        torch.set_num_threads(int(os.environ["OMP_NUM_THREADS"]))
+
+
 @functools.cache
 def option_node(group: str, option: str) -> DictConfig:
     """An option's node as composed (a file may build on another group's file), with `main.yaml`'s defaults."""
@@ -52,12 +61,17 @@ TRANSFORMS = model_free_transforms()
 
 @pytest.fixture(scope="session")
 def zoo_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    """One digits-zoo cache for the whole session (and the subprocess runs), trained on first use.
+    """One digits-zoo cache for the whole session (and the subprocess runs), trained on first use; with parallel
+    workers (`pytest -n`), one for all of them: the first to need a model trains it, the others wait and load it.
 
     PREEMPT_TEST_ZOO=<folder> reuses a cache across sessions while developing (models are keyed by recipe).
     """
     if reused := os.environ.get("PREEMPT_TEST_ZOO"):
         return Path(reused)
+    if os.environ.get("PYTEST_XDIST_WORKER"):
+        shared = tmp_path_factory.getbasetemp().parent / "zoo"
+        shared.mkdir(exist_ok=True)
+        return shared
     return tmp_path_factory.mktemp("zoo")
 
 

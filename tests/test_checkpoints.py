@@ -96,3 +96,30 @@ def test_tensors_only_loads_overrides_weights_only_false_and_restores_the_enviro
     assert not UNPICKLED
     assert os.environ["TORCH_FORCE_NO_WEIGHTS_ONLY_LOAD"] == "1"
     assert "TORCH_FORCE_WEIGHTS_ONLY_LOAD" not in os.environ
+
+
+def test_two_loads_of_one_uncached_model_at_once_train_it_once_and_both_get_it(tmp_path: Path) -> None:
+    """A sweep's jobs or parallel tests asking for the same model: the second waits and loads the first's."""
+    import threading
+    import time
+
+    from preempt.checkpoints import load_or_train
+
+    trained, models = [], []
+
+    def train() -> tuple[torch.nn.Module, dict]:
+        trained.append(threading.get_ident())
+        time.sleep(0.3)  # long enough for the other load to arrive while this one trains
+        return torch.nn.Linear(3, 2), {"width": 3}
+
+    def load() -> None:
+        build = lambda saved: torch.nn.Linear(saved["width"], 2)  # noqa: E731
+        models.append(load_or_train(tmp_path / "model.pt", {"recipe": 1}, build, train))
+
+    loads = [threading.Thread(target=load) for _ in range(2)]
+    for thread in loads:
+        thread.start()
+    for thread in loads:
+        thread.join()
+    assert len(trained) == 1 and len(models) == 2
+    assert torch.equal(models[0].weight, models[1].weight)

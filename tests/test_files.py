@@ -74,3 +74,40 @@ def test_atomic_write_replaces_an_existing_file(tmp_path: Path) -> None:
     write_json_atomically({"a": 1}, path)
     write_json_atomically({"a": 2}, path)
     assert json.loads(path.read_text()) == {"a": 2} and not list(tmp_path.glob("*.tmp"))
+
+
+HOLDER = """
+import sys, time
+from pathlib import Path
+from preempt.files import exclusive_lock
+
+with exclusive_lock(Path(sys.argv[1]), "a test"):
+    print("held", flush=True)
+    time.sleep(60)
+"""
+
+
+def test_a_lock_makes_the_next_process_wait_names_the_holder_and_is_freed_when_the_holder_is_killed(
+    tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    import threading
+
+    from preempt.files import exclusive_lock
+
+    lock = tmp_path / "model.lock"
+    holder = subprocess.Popen([sys.executable, "-c", HOLDER, str(lock)], stdout=subprocess.PIPE, text=True)
+    assert holder.stdout.readline().strip() == "held"
+    acquired = threading.Event()
+
+    def wait_for_it() -> None:
+        with exclusive_lock(lock, "the training of model.pt"):
+            acquired.set()
+
+    waiter = threading.Thread(target=wait_for_it)
+    waiter.start()
+    assert not acquired.wait(0.5), "the lock was taken while its holder still held it"
+    assert f"waiting for the training of model.pt: process {holder.pid} holds {lock}" in caplog.text
+    holder.kill()
+    holder.wait()
+    assert acquired.wait(10), "a killed holder's lock was not released"
+    waiter.join()

@@ -19,7 +19,7 @@ from pathlib import Path
 
 import torch
 
-from preempt.files import replace_atomically
+from preempt.files import exclusive_lock, replace_atomically
 
 log = logging.getLogger(__name__)
 
@@ -133,6 +133,24 @@ def load_cached(path: Path, recipe: dict, build: Callable[[dict], torch.nn.Modul
         log.warning("cached model %s is unusable, retraining it: %s", path, error)
         return None
     return model.eval().requires_grad_(False)
+
+
+def load_or_train(
+    path: Path,
+    recipe: dict,
+    build: Callable[[dict], torch.nn.Module],
+    train: Callable[[], tuple[torch.nn.Module, dict]],
+) -> torch.nn.Module:
+    """The cached model at `path` (see `load_cached`), or the one `train()` returns, saved there first with its
+    recipe and the extra sidecar record `train` gives. One process trains: others that need the same model at the
+    same time (a sweep's jobs, parallel tests) wait for it and load what it saved."""
+    with exclusive_lock(path.with_suffix(".lock"), f"the training of {path.name}"):
+        cached = load_cached(path, recipe, build)
+        if cached is not None:
+            return cached
+        model, record = train()
+        save_with_checksum(model.state_dict(), path, {"recipe": recipe, **record})
+        return model
 
 
 def sidecar_path(path: Path) -> Path:

@@ -1,13 +1,19 @@
-"""Writing files so that a crash, a signal or a concurrent reader never sees a half-written one."""
+"""Writing files so that a crash, a signal or a concurrent reader never sees a half-written one, and a lock
+so that two processes do not do the same work at once."""
 
 from __future__ import annotations
 
+import contextlib
+import fcntl
 import json
+import logging
 import os
 import signal
 import tempfile
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from pathlib import Path
+
+log = logging.getLogger(__name__)
 
 
 def replace_atomically(path: Path, write: Callable[[Path], None]) -> Path:
@@ -49,3 +55,24 @@ def exit_cleanly_on_sigterm() -> None:
     Python's default SIGTERM action ends the process at once, leaving any half-written temporary file behind.
     """
     signal.signal(signal.SIGTERM, lambda signum, frame: exit(128 + signum))
+
+
+@contextlib.contextmanager
+def exclusive_lock(path: Path, work: str) -> Iterator[None]:
+    """Holds an exclusive lock on the file `path` for the block: another process asking for it waits, told which
+    process is doing `work`. The kernel releases the lock when its holder exits, even when it is killed."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    with open(path, "a+") as handle:
+        try:
+            fcntl.flock(handle, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            handle.seek(0)
+            log.warning("waiting for %s: %s holds %s", work, handle.read().strip() or "another process", path)
+            fcntl.flock(handle, fcntl.LOCK_EX)
+        handle.truncate(0)
+        handle.write(f"process {os.getpid()}\n")
+        handle.flush()
+        try:
+            yield
+        finally:
+            fcntl.flock(handle, fcntl.LOCK_UN)

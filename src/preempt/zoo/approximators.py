@@ -21,7 +21,7 @@ from pydantic.dataclasses import dataclass
 from torch import Tensor
 
 from preempt.attacks.approximator import DenseAutoEncoder
-from preempt.checkpoints import cache_path, load_cached, save_with_checksum
+from preempt.checkpoints import cache_path, load_or_train
 from preempt.datasets.base import whole_training_split
 from preempt.parts import InputTransform
 from preempt.parts.constraints import AtLeastOne, NonNegative, Positive
@@ -113,15 +113,15 @@ def load_or_train_approximator(
     full_recipe = _full_recipe(transform_config, dataset_config, recipe)
     path = _cache_path(full_recipe, cache_dir)
     layers, growth = full_recipe["approximator"]["layers"], full_recipe["approximator"]["growth"]
-    cached = load_cached(path, full_recipe, lambda saved: DenseAutoEncoder(saved["channels"], layers, growth))
-    if cached is not None:
-        return cached
-    training_config = full_recipe["training_images"]
-    if "split" not in training_config:
-        log.info("%s has no train split: fitting g on the images the config gives", training_config["_target_"])
-    images = instantiate(training_config).images
-    log.info("training the BPDA approximator of %s on %d images", transform_config["_target_"], len(images))
-    model = train_approximator(instantiate(transform_config), images, **full_recipe["approximator"])
-    save_with_checksum(model.state_dict(), path, {"recipe": full_recipe, "channels": images.shape[1]})
-    log.info("cached the approximator at %s", path)
-    return model
+
+    def train() -> tuple[DenseAutoEncoder, dict]:
+        training_config = full_recipe["training_images"]
+        if "split" not in training_config:
+            log.info("%s has no train split: fitting g on the images the config gives", training_config["_target_"])
+        images = instantiate(training_config).images
+        log.info("training the BPDA approximator of %s on %d images", transform_config["_target_"], len(images))
+        model = train_approximator(instantiate(transform_config), images, **full_recipe["approximator"])
+        log.info("caching the approximator at %s", path)
+        return model, {"channels": images.shape[1]}
+
+    return load_or_train(path, full_recipe, lambda saved: DenseAutoEncoder(saved["channels"], layers, growth), train)

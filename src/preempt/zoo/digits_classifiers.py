@@ -16,7 +16,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from preempt.attacks.pgd import PGD
-from preempt.checkpoints import load_cached, recipe_key, save_with_checksum
+from preempt.checkpoints import load_or_train, recipe_key
 from preempt.datasets.digits import digits_split
 from preempt.models.digits import ARCHITECTURES, DIGITS_MEAN, DIGITS_STD, NUM_CLASSES
 from preempt.models.pixel_classifier import PixelClassifier
@@ -75,13 +75,13 @@ def digits_model(
             frozen=False,
         )
 
-    model = load_cached(path, recipe, untrained)
-    if model is None:
+    def train() -> tuple[PixelClassifier, dict]:
         log.info("training %s (cached at %s)", name, path)
         model = untrained()
         _train(model, recipe)
-        save_with_checksum(model.state_dict(), path, {"recipe": recipe})
-    return model.freeze()
+        return model, {}
+
+    return load_or_train(path, recipe, untrained, train).freeze()
 
 
 def _train(model: PixelClassifier, recipe: dict) -> None:

@@ -16,7 +16,7 @@ from pydantic import ConfigDict
 from pydantic.dataclasses import dataclass
 from torch import Tensor, nn
 
-from preempt.checkpoints import cache_path, load_cached, save_with_checksum
+from preempt.checkpoints import cache_path, load_or_train
 from preempt.datasets.digits import digits_split
 from preempt.parts.constraints import AtLeastOne, NonNegative, Positive
 from preempt.score_models.digits import DigitsUNet
@@ -103,11 +103,10 @@ def load_or_train_digits_score_model(
     recipe = ScoreModelRecipe(image_size, width, steps, batch_size, lr, ema_decay, seed)
     full = full_recipe(recipe)
     path = score_model_path(recipe, cache_dir)
-    cached = load_cached(path, full, lambda saved: DigitsUNet(1, recipe.image_size, recipe.width))
-    if cached is not None:
-        return cached
-    images, _ = digits_split("train", image_size)
-    log.info("training the digits score model on %d images, %d steps (cached at %s)", len(images), steps, path)
-    model = train_digits_score_model(images, recipe)
-    save_with_checksum(model.state_dict(), path, {"recipe": full})
-    return model
+
+    def train() -> tuple[DigitsUNet, dict]:
+        images, _ = digits_split("train", image_size)
+        log.info("training the digits score model on %d images, %d steps (cached at %s)", len(images), steps, path)
+        return train_digits_score_model(images, recipe), {}
+
+    return load_or_train(path, full, lambda saved: DigitsUNet(1, recipe.image_size, recipe.width), train)

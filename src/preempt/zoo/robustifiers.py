@@ -23,7 +23,7 @@ from pydantic.dataclasses import dataclass
 from torch import Tensor, nn
 
 from preempt.attacks.pgd import PGD
-from preempt.checkpoints import cache_path, load_cached, save_with_checksum
+from preempt.checkpoints import cache_path, load_or_train
 from preempt.datasets.base import whole_training_split
 from preempt.defenses.a5 import Robustifier, robustify
 from preempt.parts.constraints import AtLeastOne, NonNegative, Positive
@@ -133,18 +133,21 @@ def load_or_train_robustifier(
     intact one. Training uses the dataset's whole train split where its loader has one."""
     full = full_recipe(shape, backbone_config, dataset_config, recipe)
     path = robustifier_path(full, cache_dir)
-    cached = load_cached(path, full, lambda saved: Robustifier(saved["channels"], shape.width, shape.kernel_size))
-    if cached is not None:
-        return cached
-    training = instantiate(whole_training_split(dataset_config))
-    device = next(backbone.parameters()).device
-    log.info("training the A5 robustifier on %d images against the backbone (cached at %s)", len(training), path)
-    model = train_robustifier(
-        backbone,
-        training.images.to(device),
-        training.labels.to(device),
-        **dataclasses.asdict(shape),
-        **full["training"],
-    )
-    save_with_checksum(model.state_dict(), path, {"recipe": full, "channels": training.images.shape[1]})
-    return model
+
+    def train() -> tuple[Robustifier, dict]:
+        training = instantiate(whole_training_split(dataset_config))
+        device = next(backbone.parameters()).device
+        log.info("training the A5 robustifier on %d images against the backbone (cached at %s)", len(training), path)
+        model = train_robustifier(
+            backbone,
+            training.images.to(device),
+            training.labels.to(device),
+            **dataclasses.asdict(shape),
+            **full["training"],
+        )
+        return model, {"channels": training.images.shape[1]}
+
+    def build(saved: dict) -> Robustifier:
+        return Robustifier(saved["channels"], shape.width, shape.kernel_size)
+
+    return load_or_train(path, full, build, train)
