@@ -19,7 +19,7 @@ from preempt.datasets.base import ImageDataset
 from preempt.datasets.cifar10 import DatasetNotFoundError
 from preempt.models import GroundTruth, PixelClassifier
 from preempt.models.robustbench import CheckpointNotFoundError, load_robustbench_model
-from preempt.parts import ConfigError, Defense, InputTransform, LabelOnly
+from preempt.parts import ConfigError, Defense, InputTransform, LabelOnly, spec_of
 from preempt.validation import validate_config
 
 ROLE_GROUPS = ("classifier", "backbone", "victim")  # symlinks to conf/model: every model fills every role
@@ -162,7 +162,10 @@ def test_offline_model_configs_instantiate_in_every_role(option: str, compose_co
         assert option != "noisy_labels" or isinstance(model.wrapped, GroundTruth)
         return
     assert isinstance(model, PixelClassifier) and not model.training
-    assert model(torch.rand(2, *model.input_shape)).shape == (2, 10)
+    settings = {key: value for key, value in OmegaConf.to_container(cfg.classifier).items() if key != "_target_"}
+    spec = spec_of(option_target("model", option), settings)
+    assert model.input_shape == spec.input_shape
+    assert model(torch.rand(2, *model.input_shape)).shape == (2, spec.num_classes)
 
 
 @pytest.mark.parametrize("option", ROBUSTBENCH_MODELS)

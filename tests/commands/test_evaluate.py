@@ -86,6 +86,31 @@ def test_cifar10_samples_with_shipped_resnet18_writes_results(tmp_path: Path, zo
     assert (tmp_path / ".hydra" / "config.yaml").is_file()
 
 
+def test_real_photos_with_three_different_real_imagenet_models(tmp_path: Path, zoo_dir: Path, capfd) -> None:
+    """Fast Preemption's headline setting offline: EfficientNet-Lite2 labels, Lite0 protects, Lite1 is the victim,
+    on shipped ImageNet photos at the ImageNet budget (4/255); kept small (2 photos, N 2, PGD-2) for the suite."""
+    results, _ = run_job(
+        capfd,
+        tmp_path,
+        zoo_dir,
+        "dataset=imagenet_samples",
+        "dataset.n_samples=2",
+        "classifier=efficientnet_lite2",
+        "backbone=efficientnet_lite0",
+        "victim=efficientnet_lite1",
+        "defense.n_samples=2",
+        "attack=pgd",
+        "attack.steps=2",
+        "logger=none",
+        "print_config=false",
+    )
+    metrics, config = results["metrics"], results["config"]
+    assert [config[role]["variant"] for role in ("classifier", "backbone", "victim")] == [2, 0, 1]
+    assert config["threat"]["eps"] == 4 / 255 and 0 < metrics["test/linf"] <= 4 / 255 + 1e-5
+    assert metrics["test/clean_acc"] == 1.0  # both photos: the victim's top-1 on the first ones
+    assert 0 <= metrics["test/robust_acc"] <= 1 and 0.5 < metrics["test/ssim"] < 1
+
+
 def test_two_process_ddp_equals_one_process(tmp_path: Path, zoo_dir: Path, digits_models) -> None:
     """19 samples in batches of 4: five batches over two ranks, uneven, with nothing padded or repeated; targets,
     per-round counts and sanity flags are reduced over ranks too."""
