@@ -16,6 +16,7 @@ from hydra.utils import get_object
 from omegaconf import DictConfig, open_dict
 
 from preempt.config import group_options, register_resolvers
+from preempt.speed import threads_per_process
 
 ROOT = Path(__file__).resolve().parents[1]
 CONF_DIR = ROOT / "conf"
@@ -25,10 +26,9 @@ register_resolvers()
 
 def pytest_configure(config: pytest.Config) -> None:
     """Parallel workers (`make test` runs one per core) share the cores: each, and every process its tests start,
-    gets its share of intra-op threads. Two workers with two OpenMP threads each on two cores ran a convolution
-    8x slower than one worker alone (OpenMP's waiting threads spin)."""
+    gets its share of intra-op threads."""
     if workers := os.environ.get("PYTEST_XDIST_WORKER_COUNT"):
-        os.environ.setdefault("OMP_NUM_THREADS", str(max(1, (os.cpu_count() or 1) // int(workers))))
+        os.environ.setdefault("OMP_NUM_THREADS", str(threads_per_process(int(workers))))
         torch.set_num_threads(int(os.environ["OMP_NUM_THREADS"]))
 
 

@@ -111,3 +111,11 @@ def test_a_lock_makes_the_next_process_wait_names_the_holder_and_is_freed_when_t
     holder.wait()
     assert acquired.wait(10), "a killed holder's lock was not released"
     waiter.join()
+
+
+def test_a_missing_package_that_ships_data_is_named_with_what_it_ships_and_the_fix() -> None:
+    from preempt.files import installed_package_dir
+
+    assert (installed_package_dir("foolbox", "the sample images") / "data").is_dir()
+    with pytest.raises(ModuleNotFoundError, match=r"no_such_package \(which ships the weights\) is not installed; "):
+        installed_package_dir("no_such_package", "the weights")

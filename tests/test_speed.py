@@ -159,3 +159,12 @@ def test_cuda_graphs_keep_fp32s_protection(digits_models, digits_batch) -> None:
     batch = tuple(tensor.cuda() for tensor in digits_batch)
     reference, protected, _ = protections({"cuda_graphs": True}, gpu_models, batch)
     assert (levels_apart(protected, reference) > 1).float().mean() < 0.01
+
+
+def test_processes_sharing_the_cores_get_their_share_of_threads_and_at_least_one(monkeypatch) -> None:
+    from preempt.speed import threads_per_process
+
+    monkeypatch.setattr("os.cpu_count", lambda: 8)
+    assert [threads_per_process(n) for n in (1, 2, 3, 8, 16)] == [8, 4, 2, 1, 1]
+    monkeypatch.setattr("os.cpu_count", lambda: None)
+    assert threads_per_process(2) == 1

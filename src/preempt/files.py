@@ -1,10 +1,11 @@
-"""Writing files so that a crash, a signal or a concurrent reader never sees a half-written one, and a lock
-so that two processes do not do the same work at once."""
+"""Writing files so that a crash, a signal or a concurrent reader never sees a half-written one, a lock so that
+two processes do not do the same work at once, and the folders of installed packages that ship data."""
 
 from __future__ import annotations
 
 import contextlib
 import fcntl
+import importlib.util
 import json
 import logging
 import os
@@ -76,3 +77,12 @@ def exclusive_lock(path: Path, work: str) -> Iterator[None]:
             yield
         finally:
             fcntl.flock(handle, fcntl.LOCK_UN)
+
+
+def installed_package_dir(package: str, ships: str) -> Path:
+    """The folder of the installed `package`, found without importing it, for the files it ships (`ships` says
+    which, for the message when the package is missing)."""
+    spec = importlib.util.find_spec(package)
+    if spec is None or not spec.submodule_search_locations:
+        raise ModuleNotFoundError(f"{package} (which ships {ships}) is not installed; run `make install`.")
+    return Path(next(iter(spec.submodule_search_locations)))

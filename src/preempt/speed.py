@@ -11,6 +11,7 @@ import contextlib
 import copy
 import ctypes
 import ctypes.util
+import os
 import sys
 import time
 from collections.abc import Callable
@@ -34,6 +35,12 @@ CUDA_FREE_FRACTION = 0.5
 CPU_LARGEST_BLOCK = 32 * MIB
 M_TRIM_THRESHOLD, M_MMAP_THRESHOLD = -1, -3  # mallopt parameters (malloc.h)
 NEVER_TRIM = 2**31 - 1  # the largest value mallopt takes (an int)
+
+
+def threads_per_process(processes: int) -> int:
+    """Intra-op threads for each of `processes` processes sharing this machine's cores. More threads than cores in
+    all made a convolution 8x slower on two cores (OpenMP's waiting threads spin)."""
+    return max(1, (os.cpu_count() or 1) // processes)
 
 
 def keep_freed_memory() -> bool:

@@ -35,6 +35,7 @@ from preempt.reproduce.runs import (
     table_cells,
 )
 from preempt.reproduce.tables import SCALES, TABLES_DIR, Table, load_tables
+from preempt.speed import threads_per_process
 
 DEFAULT_OUT = Path(project_root()) / "outputs" / "tables"
 # Figures 4 and 5 are drawn on the setting of Table IV's CIFAR-10 rows.
@@ -88,9 +89,8 @@ def run_missing(
     train_first_use_models([cell for table in todo.values() for cell, _ in table])
     failed, done, started, lock = [], [], time.perf_counter(), threading.Lock()
     # Several processes share the cores: each gets its share of threads, unless OMP_NUM_THREADS says otherwise.
-    threads = (
-        {} if jobs == 1 or "OMP_NUM_THREADS" in os.environ else {"OMP_NUM_THREADS": str(max(1, os.cpu_count() // jobs))}
-    )
+    shared = jobs > 1 and "OMP_NUM_THREADS" not in os.environ
+    threads = {"OMP_NUM_THREADS": str(threads_per_process(jobs))} if shared else {}
 
     def run_table(table: str) -> None:
         if failed and not keep_going:

@@ -6,7 +6,6 @@ from __future__ import annotations
 
 import csv
 import functools
-import importlib.util
 import json
 import re
 from pathlib import Path
@@ -17,6 +16,7 @@ import torch
 from preempt.datasets.base import ImageDataset, select_slice
 from preempt.datasets.cifar10 import DatasetNotFoundError
 from preempt.datasets.folder import IMAGE_SUFFIXES, load_images
+from preempt.files import installed_package_dir
 from preempt.parts.constraints import AtLeastOne, NonNegative
 from preempt.parts.model import ModelSpec, declares_spec
 
@@ -32,12 +32,8 @@ Layout = Literal["auto", "nips2017", "val_folder"]
 def imagenet_wnids() -> dict[str, int]:
     """wnid -> ImageNet-1k label (the sorted-wnid order torchvision and every RobustBench model use), from the map
     robustbench ships, so a validation folder holding only some classes still gets the standard labels."""
-    spec = importlib.util.find_spec("robustbench")
-    if spec is None or not spec.submodule_search_locations:
-        raise ModuleNotFoundError(
-            "robustbench (which ships the ImageNet class map) is not installed; run `make install`."
-        )
-    class_map = Path(next(iter(spec.submodule_search_locations))) / "helper_files" / "imagenet_class_to_id_map.json"
+    class_map = installed_package_dir("robustbench", "the ImageNet class map") / "helper_files"
+    class_map /= "imagenet_class_to_id_map.json"
     return json.loads(class_map.read_text())
 
 

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import importlib.util
 import shutil
 from pathlib import Path
 
@@ -10,15 +9,13 @@ import torch
 
 from preempt.datasets.base import CIFAR10_SPEC, ImageDataset, select_slice
 from preempt.datasets.folder import labelled_files, load_images
+from preempt.files import installed_package_dir
 from preempt.parts.constraints import AtLeastOne, NonNegative
 from preempt.parts.model import ModelSpec, declares_spec
 
 
 def foolbox_data_dir() -> Path:
-    spec = importlib.util.find_spec("foolbox")
-    if spec is None or not spec.submodule_search_locations:
-        raise ModuleNotFoundError("foolbox (which ships the sample images) is not installed; run `make install`.")
-    return Path(next(iter(spec.submodule_search_locations))) / "data"
+    return installed_package_dir("foolbox", "the sample images") / "data"
 
 
 def _samples(prefix: str, n_samples: int | None, offset: int, **load_args) -> tuple[torch.Tensor, torch.Tensor, int]:

