@@ -55,7 +55,7 @@ def grid_distortion(x: Tensor, limit: float, grid: int) -> Tensor:
 class DCTDistortion(InputTransform):
     """g(x) = distort(quantize(x, Q)) with distortion limit δ and grid d (the paper: δ = 0.25, d = 8).
 
-    `table` is a file written by `python -m preempt.receiver_defenses.learn_quantization` (Algorithm 2);
+    `table` is a file written by `python -m preempt.commands.learn_quantization` (Algorithm 2);
     without one, Feature Distillation's table is used.
     """
 
