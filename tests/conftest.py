@@ -148,6 +148,26 @@ def resnet18() -> torch.nn.Module:
     return load_autoattack_resnet18()
 
 
+@pytest.fixture(scope="session")
+def lite0() -> torch.nn.Module:
+    """EfficientNet-Lite0 with its real ImageNet weights: its network is timm's `efficientnet_lite0`."""
+    from preempt.models.efficientnet_lite import load_efficientnet_lite
+
+    return load_efficientnet_lite(0)
+
+
+@pytest.fixture(scope="session")
+def own_model_files(lite0: torch.nn.Module, tmp_path_factory: pytest.TempPathFactory) -> dict[str, str]:
+    """What a user gives the model options that leave it ??? (conf/model/timm.yaml, torchscript.yaml), by key:
+    Lite0's real weights as a bare state dict of timm's architecture, and its network traced to TorchScript (both
+    take Lite0's own mean and std, `efficientnet_lite.MEAN`/`STD`)."""
+    folder = tmp_path_factory.mktemp("own_models")
+    checkpoint, script = folder / "lite0.pth", folder / "lite0_traced.pt"
+    torch.save(lite0.network.state_dict(), checkpoint)
+    torch.jit.save(torch.jit.trace(lite0.network, torch.rand(1, *lite0.input_shape)), script)
+    return {"architecture": "efficientnet_lite0", "checkpoint": str(checkpoint), "file": str(script)}
+
+
 def main_arguments(output_dir: Path, zoo_dir: Path, *overrides: str) -> list[str]:
     """`src/main.py`'s arguments as a user gives them, writing into `output_dir` and sharing the session's zoo."""
     return [

@@ -51,6 +51,15 @@ EXPERIMENTS = group_options("experiment")
 COVERED_ELSEWHERE = {"speed", "scale", "paths", "hydra"}
 
 
+def user_settings(role: str, option: str, request: pytest.FixtureRequest) -> list[str]:
+    """The overrides a user adds for what a model option leaves ??? (a timm architecture, a weight file), from the
+    `own_model_files` fixture (built only for the options that need it)."""
+    node = option_node("model", option)
+    missing = [key for key in node if OmegaConf.is_missing(node, key)]
+    files = request.getfixturevalue("own_model_files") if missing else {}
+    return [f"{role}.{key}={files[key]}" for key in missing]
+
+
 def attack_context(option: str) -> list[str]:
     """What an attack needs around it to run as shipped: a norm it takes (C&W and L-BFGS are L2 attacks), and a
     random receiver-side g to average when it averages draws (EOT)."""
@@ -95,13 +104,19 @@ def test_every_config_file_is_a_tested_group_or_a_command_s_config() -> None:
     + [f"logger={option}" for option in LOGGERS]
     + [f"experiment={option}" for option in EXPERIMENTS],
 )
-def test_every_shipped_option_passes_validation(override: str, compose_config, tmp_path: Path) -> None:
-    """The schema layer must refuse bad input only: every option as shipped validates without a warning.
+def test_every_shipped_option_passes_validation(
+    override: str, compose_config, tmp_path: Path, request: pytest.FixtureRequest
+) -> None:
+    """The schema layer must refuse bad input only: every option as shipped validates without a warning, given
+    what it leaves ??? for the user (a folder of images, a model's file).
 
     Receiver-side options are checked with the oblivious attacker: gradient attacks through a
     non-differentiable g are refused on purpose (tested in test_receiver_defenses.py).
     """
     extra = [f"dataset.root={tmp_path}"] if override == "dataset=folder" else []
+    group, _, option = override.partition("=")
+    if group in ROLE_GROUPS:
+        extra += user_settings(group, option, request)
     if override.startswith("receiver_defense=") and override != "receiver_defense=none":
         extra.append("threat.oblivious=true")
     if override.startswith("attack="):
@@ -153,8 +168,11 @@ def test_dataset_configs_instantiate(option: str, compose_config, tmp_path: Path
 
 
 @pytest.mark.parametrize("option", OFFLINE_MODELS)
-def test_offline_model_configs_instantiate_in_every_role(option: str, compose_config, digits_models) -> None:
-    cfg = compose_config(f"classifier={option}", f"backbone={option}", f"victim={option}")
+def test_offline_model_configs_instantiate_in_every_role(
+    option: str, compose_config, digits_models, request: pytest.FixtureRequest
+) -> None:
+    roles = [[f"{role}={option}", *user_settings(role, option, request)] for role in ROLE_GROUPS]
+    cfg = compose_config(*(override for role in roles for override in role))
     assert cfg.classifier == cfg.backbone == cfg.victim
     model = instantiate(cfg.classifier)
     if option in LABEL_ONLY:

@@ -58,6 +58,23 @@ def test_eot_beats_a_random_transform_more_often_than_a_single_draw(digits_model
     assert robust[20] < robust[1] - 0.03
 
 
+def test_eot_through_a_deterministic_g_draws_once_and_equals_bpda(digits_models, digits_batch) -> None:
+    """Every draw of a deterministic g is the same: EOT over 30 of them is BPDA, computed once."""
+    x, y = digits_batch[0][:8], digits_batch[1][:8]
+    victim = digits_models["digits_mlp"]
+    deterministic = ReceiverDefended(victim, BitDepth(bits=3))
+    found = {}
+    for samples in (1, 30):
+        attack = AdaptiveAttack(deterministic, eps=0.3, norm="normalized_L2", steps=5, step_size=0.02,
+                                eot_samples=samples)  # fmt: skip
+        assert attack.draws == 1
+        torch.manual_seed(0)
+        found[samples] = attack(x, y, (y + 1) % 10)
+    assert torch.equal(found[1], found[30])
+    assert AdaptiveAttack(ReceiverDefended(victim, RandomCrop(crop_fraction=0.75)), eps=0.1, eot_samples=30).draws == 30
+    assert AdaptiveAttack(victim, eps=0.1, eot_samples=30).draws == 1  # oblivious: the bare victim
+
+
 def test_bpda_eot_targets_hit_and_the_record_has_one_entry_per_round(digits_models, digits_batch) -> None:
     x, y = digits_batch
     receiver = ReceiverDefended(digits_models["digits_mlp"], BitDepth(bits=3))

@@ -111,6 +111,89 @@ def test_real_photos_with_three_different_real_imagenet_models(tmp_path: Path, z
     assert 0 <= metrics["test/robust_acc"] <= 1 and 0.5 < metrics["test/ssim"] < 1
 
 
+# One cheap ImageNet run around a victim of the user's: two real photos, no defense, PGD-1.
+OWN_VICTIM_RUN = (
+    "dataset=imagenet_samples",
+    "dataset.n_samples=2",
+    "classifier=ground_truth",
+    "backbone=efficientnet_lite0",
+    "defense=none",
+    "attack=pgd",
+    "attack.steps=1",
+    "logger=none",
+    "print_config=false",
+)
+LITE0_STATISTICS = ("mean=[0.498,0.498,0.498]", "std=[0.502,0.502,0.502]")  # efficientnet_lite.MEAN, STD
+
+
+@pytest.fixture(scope="module")
+def lite0_clean_acc(lite0) -> float:
+    """What EfficientNet-Lite0 scores on the run's two photos, computed directly."""
+    from conftest import accuracy
+
+    from preempt.datasets.package_samples import imagenet_samples
+
+    photos = imagenet_samples(image_size=224, n_samples=2)
+    return accuracy(lite0, photos.images, photos.labels)
+
+
+@pytest.mark.parametrize("option", ["timm", "torchscript"])
+def test_a_victim_from_the_user_s_own_file_scores_as_the_model_it_was_saved_from(
+    option: str, own_model_files, lite0_clean_acc, tmp_path: Path, zoo_dir: Path, capfd
+) -> None:
+    """victim=timm with Lite0's weights saved as a state dict, victim=torchscript with its traced network."""
+    keys = {"timm": ("architecture", "checkpoint"), "torchscript": ("file",)}[option]
+    files = [f"victim.{key}={own_model_files[key]}" for key in keys]
+    statistics = [f"victim.{setting}" for setting in LITE0_STATISTICS]
+    results, _ = run_job(capfd, tmp_path, zoo_dir, f"victim={option}", *files, *statistics, *OWN_VICTIM_RUN)
+    assert results["metrics"]["test/clean_acc"] == lite0_clean_acc
+    assert 0 <= results["metrics"]["test/robust_acc"] <= 1
+
+
+OWN_LOADER = """\
+# own_lite0_models.py: my own ImageNet model, timm's EfficientNet-Lite0 with the weights of a file of mine.
+import timm
+
+from preempt.checkpoints import load_checkpoint
+from preempt.models import PixelClassifier
+from preempt.parts import ModelSpec, declares_spec
+from preempt.parts.constraints import WeightFile
+
+
+@declares_spec(lambda **settings: ModelSpec(input_shape=(3, 224, 224), num_classes=1000))
+def my_lite0(checkpoint: WeightFile) -> PixelClassifier:
+    network = timm.create_model("efficientnet_lite0", pretrained=False)
+    network.load_state_dict(load_checkpoint(checkpoint))
+    return PixelClassifier(network, name="my_lite0", input_shape=(3, 224, 224), mean=(0.498,) * 3, std=(0.502,) * 3)
+"""
+
+
+def test_an_own_loader_from_a_config_folder_of_the_user_s_runs_as_docs_extending_shows(
+    own_model_files, lite0_clean_acc, tmp_path: Path, zoo_dir: Path, capfd, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """docs/extending.md's recipe: a module on the path, `my_conf/model/<name>.yaml` with the three role links, and
+    hydra.searchpath; its loader's annotated file is refused at validation when missing, naming it."""
+    (tmp_path / "own_lite0_models.py").write_text(OWN_LOADER)
+    monkeypatch.syspath_prepend(str(tmp_path))
+    my_conf = tmp_path / "my_conf"
+    (my_conf / "model").mkdir(parents=True)
+    (my_conf / "model" / "my_lite0.yaml").write_text(
+        f"_target_: own_lite0_models.my_lite0\ncheckpoint: {own_model_files['checkpoint']}\n"
+    )
+    for role in ("classifier", "backbone", "victim"):
+        (my_conf / role).symlink_to("model")
+    own = (f"hydra.searchpath=[file://{my_conf}]", "victim=my_lite0", *OWN_VICTIM_RUN)
+    results, _ = run_job(capfd, tmp_path / "run", zoo_dir, *own)
+    assert results["config"]["victim"] == {
+        "_target_": "own_lite0_models.my_lite0",
+        "checkpoint": own_model_files["checkpoint"],
+    }
+    assert results["metrics"]["test/clean_acc"] == lite0_clean_acc
+    missing = tmp_path / "moved.pth"
+    refusal = run_main(main_arguments(tmp_path / "refused", zoo_dir, *own, f"victim.checkpoint={missing}"))
+    assert f"no file {missing}: put the weight file there" in refusal
+
+
 def test_two_process_ddp_equals_one_process(tmp_path: Path, zoo_dir: Path, digits_models) -> None:
     """19 samples in batches of 4: five batches over two ranks, uneven, with nothing padded or repeated; targets,
     per-round counts and sanity flags are reduced over ranks too."""

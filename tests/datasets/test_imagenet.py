@@ -57,8 +57,10 @@ def dev_set(samples: list[Sample], tmp_path_factory: pytest.TempPathFactory) -> 
 
 
 def evaluation_view(path: Path) -> torch.Tensor:
-    """The standard ImageNet evaluation transform, computed here independently of the loader."""
-    return TF.center_crop(TF.resize(TF.to_tensor(Image.open(path).convert("RGB")), 256, antialias=True), 224)
+    """The standard ImageNet evaluation transform, computed here independently of the loader, on the 8-bit grid
+    (as the photo saved at 256 would be)."""
+    resized = TF.resize(TF.to_tensor(Image.open(path).convert("RGB")), 256, antialias=True).clamp(0, 1)
+    return TF.center_crop(torch.round(resized * 255) / 255, 224)
 
 
 def test_dev_set_gives_224_crops_in_image_id_order_labelled_true_label_minus_one(

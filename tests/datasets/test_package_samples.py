@@ -25,3 +25,14 @@ def test_imagenet_samples_are_224_crops() -> None:
     data = imagenet_samples(n_samples=4, offset=2)
     assert_images(data, 4, (3, 224, 224))
     assert data.labels.tolist() == [438, 990, 949, 853]
+
+
+def test_resized_photos_are_on_the_8bit_grid_so_a_sent_protection_keeps_its_budget() -> None:
+    """A resize leaves pixels between the 256 levels; rounded back, a 4/255 protection sent as 8 bits stays
+    within 4/255 of the photo (before: up to 4.5/255)."""
+    from preempt.threat import to_8bit
+
+    x = imagenet_samples(n_samples=2).images
+    assert torch.equal(to_8bit(x), x)
+    delta = (torch.rand_like(x) * 2 - 1) * 4 / 255
+    assert (to_8bit((x + delta).clamp(0, 1)) - x).abs().max() <= 4 / 255 + 1e-6

@@ -36,6 +36,11 @@ def test_the_key_holds_what_decides_the_protection_and_nothing_else(compose_conf
     # Drawn per sample, the random starts do not depend on how images are batched.
     per_sample = fingerprint(compose_config, "randomness=per_sample")
     assert fingerprint(compose_config, "randomness=per_sample", "batch_size=64") == per_sample
+    # Scoring only the victim's correct images, the victim decides which images form each batch.
+    selected = fingerprint(compose_config, "evaluate_on=victim_correct")
+    assert (
+        selected != base and fingerprint(compose_config, "evaluate_on=victim_correct", "victim=digits_mlp") != selected
+    )
 
 
 def test_an_entry_for_other_labels_is_a_miss(tmp_path: Path) -> None:

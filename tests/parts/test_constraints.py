@@ -1,9 +1,12 @@
-"""The annotated types that make each target's signature its config schema: fractions read as the papers write them."""
+"""The annotated types that make each target's signature its config schema: fractions read as the papers write them,
+weight files that must be there."""
+
+from pathlib import Path
 
 import pydantic
 import pytest
 
-from preempt.parts.constraints import AtLeastOne, Eps, Norm, StepFraction, read_fraction
+from preempt.parts.constraints import AtLeastOne, Eps, Norm, StepFraction, WeightFile, read_fraction
 
 
 def test_eps_reads_a_fraction_the_way_the_papers_write_it() -> None:
@@ -20,3 +23,14 @@ def test_eps_reads_a_fraction_the_way_the_papers_write_it() -> None:
 def test_out_of_range_values_are_refused(kind, bad) -> None:
     with pytest.raises(pydantic.ValidationError):
         pydantic.TypeAdapter(kind).validate_python(bad)
+
+
+def test_a_weight_file_must_be_there_and_a_missing_one_is_named_in_full(tmp_path: Path, monkeypatch) -> None:
+    adapter = pydantic.TypeAdapter(WeightFile)
+    (tmp_path / "weights.pth").write_bytes(b"tensors")
+    assert adapter.validate_python(str(tmp_path / "weights.pth")) == tmp_path / "weights.pth"
+    monkeypatch.chdir(tmp_path)
+    with pytest.raises(pydantic.ValidationError, match=f"no file {Path.cwd()}/moved.pth: put the weight file there"):
+        adapter.validate_python("moved.pth")
+    with pytest.raises(pydantic.ValidationError, match="no file"):
+        adapter.validate_python(str(tmp_path))  # a folder is not a weight file

@@ -5,6 +5,7 @@ import json
 from pathlib import Path
 
 import pytest
+import yaml
 
 from preempt.commands.reproduce import render_all
 from preempt.config import composer
@@ -83,6 +84,25 @@ def test_a_run_whose_settings_changed_since_is_not_shown(tmp_path: Path, tiny_ce
         path.write_text(json.dumps(data))
     render_all([table], {table.name: cells}, "quick", tmp_path, tmp_path / "runs")
     assert "**Incomplete**" in (tmp_path / "tiny.md").read_text()
+
+
+def test_a_row_that_takes_some_runs_shows_no_cell_for_the_others(tmp_path: Path) -> None:
+    """Figure 3 runs BPDA+EOT on three of its defenses only: the others' EOT columns are "—", with nothing
+    missing, and a claim ranks among the rows that have the cell."""
+    data = yaml.safe_load(TINY.read_text())
+    data["rows"][0]["runs"] = ["pgd"]
+    data["rows"][1]["claim"]["holds"] = [{"best": "fgsm", "among": ["ours"]}]
+    path = tmp_path / "partial.yaml"
+    path.write_text(yaml.safe_dump(data))
+    table = load_table(path)
+    with composer():
+        cells, _ = table_cells(table, "quick")
+    assert sorted((cell.row, cell.run) for cell in cells) == [("none", "pgd"), ("ours", "fgsm"), ("ours", "pgd")]
+    write_runs(tmp_path / "runs", cells)
+    render_all([table], {table.name: cells}, "quick", tmp_path, tmp_path / "runs")
+    text = (tmp_path / "partial.md").read_text()
+    assert "| no defense | 0 ± 0 (0) | 90.0 ± 3.5 (90.0) | 12.5 ± 3.5 (10.0) | — (20.0) | 2×8 |  |" in text
+    assert "**Incomplete**" not in text and "| yes |" in text
 
 
 def stats(**means: float) -> dict:

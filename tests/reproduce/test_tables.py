@@ -23,6 +23,7 @@ EXPECTED_TABLES = {
     "preprocessing_table1",
     "preprocessing_table3",
     "preprocessing_figure3",
+    "fast_preemption_imagenet_lite",
 }
 
 
@@ -53,6 +54,7 @@ def broken(tmp_path: Path, change) -> Path:
         (lambda data: data["rows"][0].update(overrides=["defense=none,a5"]), "would sweep"),
         (lambda data: data.update(seeds={"quick": [], "paper": [0]}), "seeds.quick is empty"),
         (lambda data: data.update(colour="red"), "colour"),
+        (lambda data: data["rows"][0].update(runs=["autoattack"]), "row 'none' takes run 'autoattack'"),
     ],
 )
 def test_a_bad_table_file_is_refused_naming_the_file_and_the_key(tmp_path: Path, change, message: str) -> None:
@@ -78,3 +80,16 @@ def test_a_run_can_name_what_the_row_sets(tmp_path: Path) -> None:
 def test_a_folder_without_table_files_is_refused(tmp_path: Path) -> None:
     with pytest.raises(ValueError, match=r"no table files \(\*\.yaml\) under .*--tables-dir"):
         load_tables(folder=tmp_path)
+
+
+def test_the_real_photo_scale_is_opt_in_and_has_the_second_paper_and_fast_preemption() -> None:
+    """A table runs at quick and paper unless it names its scales; imagenet_lite has the second paper's three
+    tables and Fast Preemption's own, and every one of them says in its notes what that scale changes."""
+    tables = {table.name: table for table in load_tables()}
+    at_lite = {name for name, table in tables.items() if "imagenet_lite" in table.scales}
+    assert at_lite == {"preprocessing_table1", "preprocessing_table3", "preprocessing_figure3",
+                       "fast_preemption_imagenet_lite"}  # fmt: skip
+    assert tables["fast_preemption_table4"].scales == ["quick", "paper"]
+    for name in at_lite:
+        assert tables[name].notes.get("imagenet_lite"), name
+        assert tables[name].seeds["imagenet_lite"] == [0, 1, 2], name

@@ -114,14 +114,21 @@ class AdaptiveAttack(IterativeAttack):
     def judge(self, x_adv: Tensor) -> Tensor:
         """With EOT, the most frequent prediction over `eot_samples` draws of g: an image stops when it fools
         the receiver in expectation, not on one lucky draw."""
-        if self.eot_samples == 1:
+        if self.draws == 1:
             return super().judge(x_adv)
-        draws = predict(self.model, x_adv.repeat_interleave(self.eot_samples, dim=0))
-        return draws.view(len(x_adv), self.eot_samples).mode(dim=1).values
+        draws = predict(self.model, x_adv.repeat_interleave(self.draws, dim=0))
+        return draws.view(len(x_adv), self.draws).mode(dim=1).values
+
+    @property
+    def draws(self) -> int:
+        """The draws of g each gradient and verdict averages: `eot_samples` through a random g; one otherwise,
+        where every draw would be the same (a deterministic g, no g, or an oblivious attack on the bare victim)."""
+        random = isinstance(self.model, ReceiverDefended) and self.model.transform.random
+        return self.eot_samples if random else 1
 
     def step(self, x_adv: Tensor, x: Tensor, goal: Tensor, toward_goal: bool) -> Tensor:
         if self.step_size is not None:
-            model, samples = self.gradient_model, self.eot_samples
+            model, samples = self.gradient_model, self.draws
             return fgsm_step(model, x_adv, goal, self.step_size, x, self.eps, self.norm, toward_goal, samples)
-        grad = loss_gradient(self.gradient_model, x_adv, goal, self.eot_samples)
+        grad = loss_gradient(self.gradient_model, x_adv, goal, self.draws)
         return project(x_adv - self.lr * grad if toward_goal else x_adv + self.lr * grad, x, self.eps, self.norm)

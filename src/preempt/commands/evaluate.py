@@ -20,6 +20,7 @@ from preempt.commands.entry import hydra_command, print_config_tree, task_overri
 from preempt.evaluation import EvaluationDataModule
 from preempt.evaluation.datamodule import check_every_process_gets_a_batch, expected_processes
 from preempt.evaluation.rank_failures import RankFailedError, RankFailureReport
+from preempt.evaluation.selection import select_images
 from preempt.files import write_json_atomically, write_text_atomically
 from preempt.fingerprint import run_fingerprint
 from preempt.logger import finish_wandb_run
@@ -67,8 +68,12 @@ def evaluate(cfg: DictConfig) -> dict | None:
     L.seed_everything(cfg.seed, workers=True, verbose=False)
     dataset = instantiate(cfg.dataset)
     check_parts_fit_dataset(config, dataset)
-    check_every_process_gets_a_batch(len(dataset), cfg.batch_size, expected_processes(config["trainer"]))
+    offered = len(dataset)
+    if cfg.evaluate_on == "all":  # the selection needs the victim: checked again below once it is built
+        check_every_process_gets_a_batch(offered, cfg.batch_size, expected_processes(config["trainer"]))
     module = Assembly(cfg).evaluation(dataset)
+    dataset = select_images(dataset, cfg.evaluate_on, module.victim, cfg.batch_size)
+    check_every_process_gets_a_batch(len(dataset), cfg.batch_size, expected_processes(config["trainer"]))
     datamodule = EvaluationDataModule(dataset, batch_size=cfg.batch_size, num_workers=cfg.num_workers)
     loggers = instantiate_loggers(cfg)
     failures = RankFailureReport(output_dir / ".rank_failures")
@@ -93,6 +98,7 @@ def evaluate(cfg: DictConfig) -> dict | None:
         config,
         metrics,
         len(dataset),
+        offered=offered,
         wall_seconds=time.perf_counter() - started,
         overrides=task_overrides(),
         warnings=warnings,

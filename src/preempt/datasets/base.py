@@ -47,6 +47,13 @@ class ImageDataset(Dataset):
     def image_shape(self) -> tuple[int, int, int]:
         return tuple(self.images.shape[1:])
 
+    def subset(self, keep: Tensor) -> ImageDataset:
+        """The samples where the boolean mask `keep` is true, each with its own index (which seeds it), so a
+        sample's randomness is the same whichever others are kept."""
+        kept = ImageDataset(self.images[keep], self.labels[keep], self.num_classes, self.name)
+        kept.indices = self.indices[keep]
+        return kept
+
 
 def select_slice(available: int, n_samples: int | None, offset: int, name: str) -> slice:
     """The [offset, offset + n_samples) slice of a source holding `available` samples, validated."""

@@ -15,6 +15,7 @@ from torchvision.transforms import functional as TF
 
 from preempt.datasets.base import ImageDataset, select_slice
 from preempt.parts.constraints import AtLeastOne, NonNegative
+from preempt.threat import to_8bit
 
 IMAGE_SUFFIXES = {".png", ".jpg", ".jpeg", ".bmp", ".webp"}
 NAME_PATTERN = re.compile(r"^(?:.*_)?(\d+)_(\d+)$")
@@ -59,7 +60,10 @@ def read_image(path: Path, channels: int) -> torch.Tensor:
 
 
 def load_images(files: list[Path], channels: int, image_size: int | None, resize_to: int | None = None) -> torch.Tensor:
-    """Read images as (N, C, H, W) floats in [0,1]; optional resize of the short side then center crop."""
+    """Read images as (N, C, H, W) floats in [0,1]; optional resize of the short side then center crop.
+
+    A resized image is put back on the 8-bit grid, as the photo saved at that size would be: then an 8-bit
+    transmission of its protection (`transmit_8bit`) stays within a budget of whole levels (4/255)."""
     if channels not in CHANNEL_MODES:
         raise ValueError(f"dataset.channels={channels} is not supported; use 1 (grayscale) or 3 (RGB)")
     tensors = []
@@ -67,7 +71,7 @@ def load_images(files: list[Path], channels: int, image_size: int | None, resize
         tensor = read_image(path, channels)
         size = f"{tensor.shape[2]}x{tensor.shape[1]}"
         if resize_to is not None:
-            tensor = TF.resize(tensor, resize_to, antialias=True)
+            tensor = to_8bit(TF.resize(tensor, resize_to, antialias=True).clamp(0, 1))
             size += f" ({tensor.shape[2]}x{tensor.shape[1]} after dataset.resize_to={resize_to})"
         if image_size is not None:
             # torchvision's center_crop zero-pads a crop larger than the image, which would add fake black borders.

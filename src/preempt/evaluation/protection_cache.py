@@ -31,6 +31,8 @@ def protection_fingerprint(config: dict) -> str:
     }
     if config["randomness"] == "per_batch":
         kept["batch_size"] = config["batch_size"]
+    if config["evaluate_on"] != "all":  # which images form each batch then depends on the victim too
+        kept["evaluate_on"] = {config["evaluate_on"]: config["victim"]}
     return digest(without_neutral_keys(kept))
 
 

@@ -7,10 +7,11 @@ built, and `validate_call` on the defense and attack constructors applies the sa
 from __future__ import annotations
 
 import re
+from pathlib import Path
 from typing import Annotated, Literal
 
 from annotated_types import Ge, Gt, Le
-from pydantic import BeforeValidator, ConfigDict
+from pydantic import AfterValidator, BeforeValidator, ConfigDict
 
 FRACTION = re.compile(r"\s*(\d+(?:\.\d*)?)\s*/\s*(\d+(?:\.\d*)?)\s*")
 
@@ -28,6 +29,13 @@ def read_fraction(value: object) -> object:
     return value
 
 
+def existing_file(path: Path) -> Path:
+    """A file the part would read only when built: refused at validation instead, before any work."""
+    if not path.is_file():
+        raise ValueError(f"there is no file {path.absolute()}: put the weight file there")
+    return path
+
+
 # normalized_L2: ‖x′−x‖₂ / ‖x‖₂ ≤ eps per image (Guo et al.'s dissimilarity, the second paper's budget).
 Norm = Literal["Linf", "L2", "normalized_L2"]
 # A budget in [0,1] pixel units; whether it fits the norm is checked by `threat.validate_budget`.
@@ -38,3 +46,5 @@ Positive = Annotated[float, Gt(0)]
 NonNegativeFloat = Annotated[float, Ge(0)]
 # A step that moves at most the whole way to its target (Fast Preemption's eta; the paper uses 0.7).
 StepFraction = Annotated[float, Gt(0), Le(1)]
+# A file of the user's that a model reads (weights, a TorchScript model): a missing one is refused naming it.
+WeightFile = Annotated[Path, AfterValidator(existing_file)]

@@ -154,10 +154,11 @@ def build(table: Table, scale: Scale, results: dict[tuple[str, str], list[dict]]
         (row.key, column.key): cell_stat(results.get((row.key, column.run), []), row, column, expected)
         for row in rows
         for column in table.columns
+        if column.run in table.runs_of(row)
     }
     keys = [row.key for row in rows]
     verdicts = {row.key: claim_verdict(row, keys, stats) for row in rows}
-    images = {row.key: row_images(results.get((row.key, table.used_runs()[0]), [])) for row in rows}
+    images = {row.key: row_images(results.get((row.key, table.runs_of(row)[0]), [])) for row in rows}
     devices = sorted({result["run"]["device"] for runs in results.values() for result in runs})
     return Rendered(table, scale, rows, stats, images, verdicts, devices)
 
@@ -165,7 +166,7 @@ def build(table: Table, scale: Scale, results: dict[tuple[str, str], list[dict]]
 def row_cells(rendered: Rendered, row: Row) -> list[str]:
     """The row's name, each column as `ours (paper)`, its run and image count, and the claim's verdict."""
     cells = [
-        f"{ours(rendered.stats[(row.key, column.key)], column)} ({paper(row, column)})"
+        f"{ours(rendered.stats.get((row.key, column.key)), column)} ({paper(row, column)})"
         for column in rendered.table.columns
     ]
     return [row.name, *cells, rendered.images[row.key], rendered.verdicts[row.key]]
@@ -234,9 +235,10 @@ def plot_bars(rendered: Rendered, columns: list[str], title: str, out: Path) -> 
     names = [row.name for row in rendered.rows]
     for axis, key in zip(axes[0], columns, strict=True):
         column = by_key[key]
-        stats = [rendered.stats[(row.key, key)] for row in rendered.rows]
-        means = [stat.mean if stat.complete and stat.values else float("nan") for stat in stats]
-        errors = [stat.std if stat.complete and stat.values else 0.0 for stat in stats]
+        stats = [rendered.stats.get((row.key, key)) for row in rendered.rows]
+        shown_stats = [stat if stat is not None and stat.complete and stat.values else None for stat in stats]
+        means = [stat.mean if stat else float("nan") for stat in shown_stats]
+        errors = [stat.std if stat else 0.0 for stat in shown_stats]
         axis.bar(range(len(names)), means, yerr=errors, capsize=3, color="C0", label="ours")
         published = [row.paper.get(key) for row in rendered.rows]
         marks = [(index, value) for index, value in enumerate(published) if isinstance(value, int | float)]

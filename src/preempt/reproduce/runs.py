@@ -101,7 +101,7 @@ def table_cells(table: Table, scale: Scale, extra: list[str] = ()) -> tuple[list
     its trainer)."""
     cells, problems = [], {}
     for row in table.rows_at(scale):
-        for run in table.used_runs():
+        for run in table.runs_of(row):
             where = f"{table.name}: row {row.key}, run {run}"
             try:
                 overrides = [*cell_overrides(table, row, run, scale), *extra]

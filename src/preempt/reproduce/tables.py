@@ -17,8 +17,10 @@ from pydantic import BaseModel, ConfigDict, ValidationError, model_validator
 from preempt.config import project_root
 
 TABLES_DIR = Path(project_root()) / "sweeps" / "tables"
-SCALES = ("quick", "paper")
-Scale = Literal["quick", "paper"]
+SCALES = ("quick", "imagenet_lite", "paper")
+Scale = Literal["quick", "imagenet_lite", "paper"]
+# The scales a table runs at unless it names its own: imagenet_lite is opt-in (a table sets its cells there).
+DEFAULT_SCALES = ["quick", "paper"]
 # An override's key: what it sets (`attack`, `defense.n_samples`, `+x`); a cell may set each key once.
 OVERRIDE_KEY = re.compile(r"^[+~]{0,2}([\w./@-]+)=")
 
@@ -28,10 +30,11 @@ class _Strict(BaseModel):
 
 
 class Overrides(_Strict):
-    """Hydra overrides for both scales, and for one only."""
+    """Hydra overrides for every scale (`both`, as most tables have two), and for one only."""
 
     both: list[str] = []
     quick: list[str] = []
+    imagenet_lite: list[str] = []
     paper: list[str] = []
 
     def at(self, scale: Scale) -> list[str]:
@@ -39,7 +42,8 @@ class Overrides(_Strict):
 
 
 def read_overrides(value: object) -> object:
-    """A plain list applies at both scales; a mapping names `both`, `quick` and `paper` lists."""
+    """A plain list applies at every scale; a mapping names `both` (every scale), `quick`, `imagenet_lite` and
+    `paper` lists."""
     return {"both": value} if isinstance(value, list) else value
 
 
@@ -82,6 +86,9 @@ class Row(_Strict):
     paper: dict[str, float | str | None] = {}  # the published number per column (None: the paper has none)
     claim: Claim | None = None
     scales: list[Scale] = list(SCALES)  # a row the quick scale cannot run (ImageNet models) names `paper` only
+    # The named runs this row takes, where the paper runs only some on it (Figure 3's BPDA+EOT: three defenses);
+    # the columns of the others show "—". None: every run.
+    runs: list[str] | None = None
 
     @model_validator(mode="before")
     @classmethod
@@ -109,7 +116,9 @@ class Table(_Strict):
     rows: list[Row]
     figures: list[Figure] = []
     notes: dict[Scale, str] = {}  # what a scale changes from the paper's setting, and why
-    scales: list[Scale] = list(SCALES)  # a table the quick scale cannot run at all (ImageNet models) names `paper`
+    # The scales it runs at: a table the quick scale cannot run at all (ImageNet models) names `paper`; one with cells
+    # on the real-photo scale adds `imagenet_lite`.
+    scales: list[Scale] = DEFAULT_SCALES
 
     @model_validator(mode="before")
     @classmethod
@@ -124,6 +133,9 @@ class Table(_Strict):
             if column.run not in self.runs:
                 raise ValueError(f"column {column.key!r} draws from run {column.run!r}, not one of {list(self.runs)}")
         for row in self.rows:
+            for run in row.runs or []:
+                if run not in self.runs:
+                    raise ValueError(f"row {row.key!r} takes run {run!r}, not one of {list(self.runs)}")
             for key in [*row.metrics, *row.paper]:
                 if key not in columns:
                     raise ValueError(f"row {row.key!r} names column {key!r}, not one of {sorted(columns)}")
@@ -133,13 +145,17 @@ class Table(_Strict):
             if not self.seeds.get(scale):
                 raise ValueError(f"seeds.{scale} is empty: give the seeds each cell runs at that scale")
             for row in self.rows_at(scale):
-                for run in self.runs:
+                for run in self.runs_of(row):
                     cell_overrides(self, row, run, scale)
         return self
 
     def used_runs(self) -> list[str]:
         """The named runs the columns draw from, in column order."""
         return list(dict.fromkeys(column.run for column in self.columns))
+
+    def runs_of(self, row: Row) -> list[str]:
+        """The used runs the row takes, in column order."""
+        return [run for run in self.used_runs() if row.runs is None or run in row.runs]
 
     def rows_at(self, scale: Scale) -> list[Row]:
         return [row for row in self.rows if scale in row.scales]

@@ -32,10 +32,12 @@ def build_results(
     overrides: list[str] = (),
     warnings: list[str] = (),
     rounds: dict[str, list] | None = None,
+    offered: int | None = None,
 ) -> dict:
     """The run, its metrics and its config; AutoAttack's sanity checks as `sanity_checks` (flag -> fired), an
     iterative attack's per-round accuracy and success rate as `rounds`, and with a reversion stage the
-    protocol's verdict as `reversion` (see `preempt.reversions.protocol`)."""
+    protocol's verdict as `reversion` (see `preempt.reversions.protocol`). `offered`: the slice's size when
+    `evaluate_on` scored only `n_samples` of it."""
     checks = {key.removeprefix(CHECK_PREFIX): value > 0 for key, value in metrics.items() if CHECK_PREFIX in key}
     reversion = None
     if "test/reverted_clean_acc" in metrics:
@@ -54,6 +56,8 @@ def build_results(
             "reversion": reversion_name(config.get("reversion")),
             "oblivious": bool(config["threat"].get("oblivious", False)),
             "n_samples": n_samples,
+            # The dataset slice's size, before `evaluate_on` kept the images scored (n_samples).
+            "n_offered": n_samples if offered is None else offered,
             "seed": config.get("seed"),
             "fingerprint": run_fingerprint(config),
             "wall_seconds": round(wall_seconds, 2),

@@ -92,6 +92,7 @@ class RunSchema(_Strict):
     batch_size: AtLeastOne
     num_workers: NonNegative | None
     transmit_8bit: bool
+    evaluate_on: Literal["all", "victim_correct"]
     threat: Threat
     speed: Speed
     paths: Paths
@@ -236,8 +237,8 @@ def check_receiver_defense(container: dict, transform: InputTransform, attack: A
     if getattr(attack, "eot_samples", 1) > 1 and not (seen and transform.random):
         warnings.append(
             f"attack.eot_samples={attack.eot_samples} averages over draws of a random receiver-side defense, and the "
-            f"attack sees no random one here: every draw gives the same gradient; attack.eot_samples=1 is as strong "
-            f"and {attack.eot_samples}× faster"
+            f"attack sees no random one here: every draw would give the same gradient, so one is drawn (the attack "
+            f"is BPDA alone; attack.eot_samples=1 says so)"
         )
     if isinstance(transform, Identity):
         if oblivious:
