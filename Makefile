@@ -26,7 +26,7 @@ baseline: install  ## the same job without a defense, for comparison
 bench: install  ## Fast Preemption's speed on this device: floor, overhead, batch, N, options, Bi-Level, the loop
 	$(PYTHON) -m preempt.commands.bench $(ARGS)
 
-reproduce-tables: install  ## both papers' tables and figures under outputs/tables/$(SCALE)/ (SCALE=quick|paper, JOBS tables at a time); run it again after a stop: nothing finished is recomputed
+reproduce-tables: install  ## both papers' tables and figures under outputs/tables/$(SCALE)/ (SCALE=quick|imagenet_lite|paper, JOBS tables at a time); run it again after a stop: nothing finished is recomputed
 	$(PYTHON) -m preempt.commands.reproduce --scale $(SCALE) --jobs $(JOBS) $(ARGS)
 
 test: install  ## the whole suite (CPU, offline), one worker per core; CI runs exactly this
