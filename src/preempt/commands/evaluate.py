@@ -68,12 +68,13 @@ def evaluate(cfg: DictConfig) -> dict | None:
     L.seed_everything(cfg.seed, workers=True, verbose=False)
     dataset = instantiate(cfg.dataset)
     check_parts_fit_dataset(config, dataset)
-    offered = len(dataset)
-    if cfg.evaluate_on == "all":  # the selection needs the victim: checked again below once it is built
-        check_every_process_gets_a_batch(offered, cfg.batch_size, expected_processes(config["trainer"]))
+    offered, processes = len(dataset), expected_processes(config["trainer"])
+    # Before any model is built; a selection can only make the split harder, so it is checked again if it drops any.
+    check_every_process_gets_a_batch(offered, cfg.batch_size, processes)
     module = Assembly(cfg).evaluation(dataset)
     dataset = select_images(dataset, cfg.evaluate_on, module.victim, cfg.batch_size)
-    check_every_process_gets_a_batch(len(dataset), cfg.batch_size, expected_processes(config["trainer"]))
+    if len(dataset) < offered:
+        check_every_process_gets_a_batch(len(dataset), cfg.batch_size, processes)
     datamodule = EvaluationDataModule(dataset, batch_size=cfg.batch_size, num_workers=cfg.num_workers)
     loggers = instantiate_loggers(cfg)
     failures = RankFailureReport(output_dir / ".rank_failures")

@@ -115,7 +115,10 @@ def load_strictly(network: torch.nn.Module, state: dict[str, torch.Tensor], path
 
 def _spec(architecture: str, num_classes: int | None = None, input_size: int | None = None, **settings) -> ModelSpec:
     """From the settings, or else from timm's pretrained config: no model is built."""
-    pretrained = pretrained_config(architecture)
+    return spec_from(pretrained_config(architecture), num_classes, input_size)
+
+
+def spec_from(pretrained: PretrainedCfg, num_classes: int | None, input_size: int | None) -> ModelSpec:
     channels, height, width = pretrained.input_size
     shape = (channels, input_size, input_size) if input_size is not None else (channels, height, width)
     return ModelSpec(input_shape=shape, num_classes=num_classes or pretrained.num_classes or 1000)
@@ -135,12 +138,12 @@ def load_timm_model(
     is not set comes from timm's pretrained config for the architecture (headless configs: 1000 classes)."""
     import timm
 
-    spec = _spec(architecture, num_classes, input_size)
+    pretrained = pretrained_config(architecture)
+    spec = spec_from(pretrained, num_classes, input_size)
     network = timm.create_model(architecture, pretrained=False, num_classes=spec.num_classes)
     path = Path(checkpoint)
     state = state_dict_in(load_checkpoint(path), path, state_dict_key)
     load_strictly(network, state, path, f"timm's {architecture} with {spec.num_classes} classes")
-    pretrained = pretrained_config(architecture)
     return PixelClassifier(
         network,
         name=architecture,
