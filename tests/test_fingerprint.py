@@ -18,6 +18,8 @@ def test_names_paths_logging_and_memory_chunks_leave_it_unchanged() -> None:
         run_fingerprint({**CONFIG, "paths": {"output_dir": "b"}, "task_name": "other", "logger": {"csv": {}}}) == base
     )
     assert run_fingerprint({**CONFIG, "defense": {"eps": 0.2, "copies_per_pass": 64}}) == base
+    timed_chunks = {"eps": 0.2, "copies_per_pass": None, "chunk_timings": "/elsewhere/chunk_timings.json"}
+    assert run_fingerprint({**CONFIG, "defense": timed_chunks}) == base
     assert run_fingerprint({**CONFIG, "trainer": {"devices": 1, "enable_progress_bar": False}}) == base
     assert run_fingerprint({**CONFIG, "speed": {"bf16": False, "keep_freed_memory": False}}) == base
     assert {"paths", "logger", "skip_finished"} <= NOT_IN_FINGERPRINT

@@ -1,5 +1,9 @@
 """The speed layer: chunk sizing from saved activations, the allocator setting, and the accelerated backbone's
-numerics against fp32."""
+numerics against fp32, and the fastest chunk timed once and kept."""
+
+import concurrent.futures
+import json
+import time
 
 import pytest
 import torch
@@ -168,3 +172,110 @@ def test_processes_sharing_the_cores_get_their_share_of_threads_and_at_least_one
     assert [threads_per_process(n) for n in (1, 2, 3, 8, 16)] == [8, 4, 2, 1, 1]
     monkeypatch.setattr("os.cpu_count", lambda: None)
     assert threads_per_process(2) == 1
+
+
+# Chunk timing: a fake backbone pass whose cost per copy is set by the chunk size, so the fastest is known.
+CHUNK_COST = {16: 0.002, 8: 0.001, 4: 0.0015, 2: 0.003, 1: 0.004}  # seconds per copy
+BOUND_16 = 16 * 5120 / 2**20  # a budget (MiB) of 16 copies of conv_relu_linear's 5,120 saved bytes
+
+
+def sleeping_pass(calls: list[int]):
+    def backbone_pass(model: torch.nn.Module, copies: torch.Tensor) -> None:
+        calls.append(len(copies))
+        time.sleep(CHUNK_COST.get(len(copies), 0.0001) * len(copies))
+
+    return backbone_pass
+
+
+def failing_pass(model: torch.nn.Module, copies: torch.Tensor) -> None:
+    raise AssertionError("the kept choice should have been read, not timed again")
+
+
+@pytest.mark.parametrize(
+    ("bound", "candidates"), [(128, [128, 64, 32, 16, 8]), (6, [6, 3, 1]), (1, [1]), (20, [20, 10, 5, 2, 1])]
+)
+def test_the_bound_and_its_halvings_down_to_a_sixteenth_are_timed(bound: int, candidates: list[int]) -> None:
+    assert speed.chunk_candidates(bound) == candidates
+
+
+def test_the_fastest_chunk_is_timed_once_kept_and_read_back(tmp_path) -> None:
+    model, image, timings = conv_relu_linear(), torch.rand(1, 16, 16), tmp_path / "chunks.json"
+    calls: list[int] = []
+    rng = torch.get_rng_state()
+    choice = speed.chunk_choice(model, image, BOUND_16, timings, sleeping_pass(calls), 10_000)
+    assert torch.equal(torch.get_rng_state(), rng)  # no draw: timed and read-back runs protect with the same draws
+    assert choice["copies_per_pass"] == 8
+    assert sorted(map(int, choice["seconds_per_copy"])) == [1, 2, 4, 8, 16] and set(calls) == {1, 2, 4, 8, 16}
+    assert choice["key"]["bound"] == 16 and choice["key"]["input_shape"] == [1, 16, 16]
+    assert speed.chunk_choice(model, image, BOUND_16, timings, failing_pass, 10_000) == choice
+    assert list(json.loads(timings.read_text()).values()) == [choice]
+
+
+def test_no_candidate_exceeds_the_copies_a_step_has(tmp_path) -> None:
+    """A frozen linear backbone saves nothing for its input gradient, so its memory bound is 32 Mi copies: the
+    copies of one step (N × batch) bound the candidates instead."""
+    model = nn.Sequential(nn.Flatten(), nn.Linear(256, 10)).requires_grad_(False)
+    calls: list[int] = []
+    choice = speed.chunk_choice(model, torch.rand(1, 16, 16), None, tmp_path / "t.json", sleeping_pass(calls), 6)
+    assert choice["key"]["bound"] == 6 and set(calls) == {6, 3, 1}
+
+
+def test_another_input_shape_or_thread_count_is_timed_apart_and_both_are_kept(tmp_path) -> None:
+    torch.manual_seed(0)
+    model = nn.Sequential(nn.Conv2d(1, 4, 3, padding=1), nn.ReLU(), nn.AdaptiveAvgPool2d(1), nn.Flatten())
+    timings = tmp_path / "chunks.json"
+    speed.chunk_choice(model, torch.rand(1, 16, 16), BOUND_16, timings, sleeping_pass([]), 64)
+    calls: list[int] = []
+    speed.chunk_choice(model, torch.rand(1, 8, 8), BOUND_16, timings, sleeping_pass(calls), 64)
+    assert calls
+    threads = torch.get_num_threads()
+    try:
+        torch.set_num_threads(threads + 1)
+        calls.clear()
+        speed.chunk_choice(model, torch.rand(1, 16, 16), BOUND_16, timings, sleeping_pass(calls), 64)
+        assert calls
+    finally:
+        torch.set_num_threads(threads)
+    assert len(json.loads(timings.read_text())) == 3
+
+
+def test_processes_asking_at_once_time_the_chunks_once(tmp_path) -> None:
+    """The lock beside the file: the second asker waits and reads the first's choice (threads stand in for the
+    processes; flock locks open files, so they exclude each other the same way)."""
+    model, image, timings = conv_relu_linear(), torch.rand(1, 16, 16), tmp_path / "chunks.json"
+    calls: list[int] = []
+    with concurrent.futures.ThreadPoolExecutor(2) as pool:
+        asked = [
+            pool.submit(speed.chunk_choice, model, image, BOUND_16, timings, sleeping_pass(calls), 10_000) for _ in "ab"
+        ]
+        choices = [future.result() for future in asked]
+    assert choices[0] == choices[1]
+    assert len(calls) == 5 + 2 * sum(max(2, 16 // copies) for copies in (16, 8, 4, 2, 1))  # one timing: 5 warm-ups
+
+
+def test_a_file_that_is_not_a_timing_file_is_refused_naming_it(tmp_path) -> None:
+    timings = tmp_path / "chunks.json"
+    for text in ("{not json", "[1, 2]", '{"a": 3}'):
+        timings.write_text(text)
+        with pytest.raises(ValueError, match=f"{timings}.*delete it"):
+            speed.chunk_choice(conv_relu_linear(), torch.rand(1, 16, 16), BOUND_16, timings, failing_pass, 10_000)
+
+
+def test_a_compiled_backbone_is_timed_uncompiled_and_keyed_with_its_options(tmp_path) -> None:
+    model = conv_relu_linear()
+    compiled = speed.accelerate(model, {"compile": True})
+    timed_models: list[torch.nn.Module] = []
+
+    def recording_pass(timed_model: torch.nn.Module, copies: torch.Tensor) -> None:
+        timed_models.append(timed_model)
+
+    choice = speed.chunk_choice(compiled, torch.rand(1, 16, 16), BOUND_16, tmp_path / "t.json", recording_pass, 10_000)
+    assert all(not (m.compile or m.cuda_graphs) and m.run is m.backbone for m in timed_models)
+    plain = speed.chunk_choice(model, torch.rand(1, 16, 16), BOUND_16, tmp_path / "t.json", recording_pass, 10_000)
+    assert choice["key"]["architecture_sha256"] != plain["key"]["architecture_sha256"]
+
+
+def test_the_device_is_named_with_the_cpu_model_and_threads() -> None:
+    name = speed.device_name(torch.device("cpu"))
+    assert name == f"cpu ({speed.cpu_model()}, {torch.get_num_threads()} threads)"
+    assert speed.cpu_model()

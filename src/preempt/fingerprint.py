@@ -13,7 +13,7 @@ import json
 from typing import Any
 
 # Keys that place files or size memory chunks but do not change a single output pixel.
-RESULT_NEUTRAL_KEYS = {"cache_dir", "model_dir", "data_dir", "copies_per_pass", "memory_budget_mb"}
+RESULT_NEUTRAL_KEYS = {"cache_dir", "model_dir", "data_dir", "copies_per_pass", "memory_budget_mb", "chunk_timings"}
 # What names, places, logs or shows a run, or only sizes its memory: two configs that differ only here compute
 # the same numbers, so they share one fingerprint.
 NOT_IN_FINGERPRINT = {

@@ -1,4 +1,5 @@
-"""How the sender's backbone passes run fast: chunks sized to a memory budget and the CPU's allocator, and opt-in
+"""How the sender's backbone passes run fast: chunks sized to a memory budget and the CPU's allocator, the fastest
+chunk under that bound found by timing (once per backbone, input shape and device, kept in a file), and opt-in
 numerics (bf16 autocast, channels_last, torch.compile, CUDA graphs) for the defense's backbone.
 
 Only the defense's backbone is accelerated: the attack and the scores keep the victim in fp32, so an option can
@@ -11,13 +12,21 @@ import contextlib
 import copy
 import ctypes
 import ctypes.util
+import datetime
+import json
+import math
 import os
+import platform
 import sys
 import time
 from collections.abc import Callable
+from pathlib import Path
 
 import torch
 from torch import Tensor, nn
+
+from preempt.files import exclusive_lock, write_json_atomically
+from preempt.fingerprint import digest
 
 MIB = 2**20
 # The opt-in numerics of the defense's passes: they change the protected pixels (within a tolerance), so they are
@@ -35,6 +44,14 @@ CUDA_FREE_FRACTION = 0.5
 CPU_LARGEST_BLOCK = 32 * MIB
 M_TRIM_THRESHOLD, M_MMAP_THRESHOLD = -1, -3  # mallopt parameters (malloc.h)
 NEVER_TRIM = 2**31 - 1  # the largest value mallopt takes (an int)
+# The chunk sizes worth timing: the memory bound and its halvings down to a sixteenth of it. Per copy, a pass gets
+# slower both as its activations outgrow the caches (the shipped ResNet-18: 10.1 ms at 32 copies, 11.7 at 128) and
+# as it gets too small to fill the cores (EfficientNet-Lite0 at 224: 51 ms per copy at one copy per pass, 33 at
+# six); a sixteenth keeps a measurement made under load from settling on a starved chunk.
+CHUNK_HALVINGS = 4
+# Each candidate is timed over passes covering at least the bound's copies (two passes at least), in this many
+# rounds (largest first, then smallest first), keeping its best round: a burst of load in one round does not decide.
+CHUNK_TIMING_ROUNDS = 2
 
 
 def threads_per_process(processes: int) -> int:
@@ -102,6 +119,117 @@ def copies_per_pass(model: nn.Module, image: Tensor, budget_mib: float | None) -
     return max(1, copies)
 
 
+def chunk_candidates(bound: int) -> list[int]:
+    """The copies per pass timed for a memory bound of `bound` copies, largest first."""
+    return sorted({max(1, bound >> halving) for halving in range(CHUNK_HALVINGS + 1)}, reverse=True)
+
+
+def device_name(device: torch.device | None = None) -> str:
+    """The GPU's name (the first visible one by default), or the CPU's model with the threads torch uses."""
+    if device is None:
+        device = torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    if device.type == "cuda":
+        return torch.cuda.get_device_name(device)
+    return f"cpu ({cpu_model()}, {torch.get_num_threads()} threads)"
+
+
+def cpu_model() -> str:
+    """The CPU's model name where Linux tells it (`platform.processor()` there is only the machine type)."""
+    try:
+        lines = Path("/proc/cpuinfo").read_text().splitlines()
+    except OSError:
+        lines = []
+    names = [line.split(":", 1)[1].strip() for line in lines if line.startswith("model name")]
+    return names[0] if names else platform.processor() or platform.machine()
+
+
+# One forward+backward pass of a batch of copies through a model: what the defense's chunks run (its FGSM's input
+# gradient), and so what chunk timing times.
+BackbonePass = Callable[[nn.Module, Tensor], object]
+
+
+def chunk_key(model: nn.Module, image: Tensor, bound: int) -> dict:
+    """What decides which chunk is fastest: the backbone's architecture and speed options (its module tree, not its
+    weights), the input's shape and dtype, the device, the thread count, torch, and the bound the candidates halve."""
+    return {
+        "backbone": getattr(model, "name", type(model).__name__),
+        "architecture_sha256": digest({"modules": repr(model)}),
+        "input_shape": list(image.shape),
+        "dtype": str(image.dtype),
+        "device": device_name(image.device),
+        "torch": torch.__version__,
+        "bound": bound,
+    }
+
+
+def time_chunks(model: nn.Module, image: Tensor, candidates: list[int], backbone_pass: BackbonePass) -> dict:
+    """Seconds per copy of `backbone_pass` at each candidate chunk size, on copies of `image`: each candidate's
+    best of `CHUNK_TIMING_ROUNDS` rounds, each round after one warm-up pass of that shape. Draws no random number,
+    so a run that times chunks and one that reads the choice back protect with the same draws."""
+    enough = max(candidates)
+    best: dict[int, float] = {}
+    for round_index in range(CHUNK_TIMING_ROUNDS):
+        for copies in candidates if round_index % 2 == 0 else candidates[::-1]:
+            batch = image.detach().unsqueeze(0).expand(copies, *image.shape).contiguous()
+            if round_index == 0:
+                backbone_pass(model, batch)
+            passes = max(2, math.ceil(enough / copies))
+            _, seconds = timed(
+                batch, lambda batch=batch, passes=passes: [backbone_pass(model, batch) for _ in range(passes)]
+            )
+            best[copies] = min(best.get(copies, math.inf), seconds / (passes * copies))
+    return best
+
+
+def read_chunk_timings(path: Path) -> dict:
+    """The kept chunk choices (empty if the file does not exist yet); a file that is not one is refused, naming it."""
+    if not path.exists():
+        return {}
+    try:
+        kept = json.loads(path.read_text())
+    except (OSError, UnicodeDecodeError, json.JSONDecodeError) as error:
+        raise ValueError(
+            f"{path} is not a chunk-timing file ({error}): delete it to time the chunks again, or set "
+            f"speed.chunk_timings to another file (null: no timing)"
+        ) from None
+    if not isinstance(kept, dict) or not all(isinstance(entry, dict) for entry in kept.values()):
+        raise ValueError(
+            f"{path} is not a chunk-timing file (a JSON object of entries): delete it to time the chunks again"
+        )
+    return kept
+
+
+def chunk_choice(
+    model: nn.Module,
+    image: Tensor,
+    budget_mib: float | None,
+    timings_file: Path,
+    backbone_pass: BackbonePass,
+    most_copies: int,
+) -> dict:
+    """The fastest copies per pass for `model` on inputs like `image`, under the memory bound and `most_copies` (no
+    pass takes more than a step has): read from `timings_file`, or timed once (`time_chunks`) and kept there for
+    every later run on this device. One process times a key while the others wait for it (a lock beside the file),
+    so runs compared for exact equality (the protection cache, DDP ranks, per-sample randomness) pass the same
+    chunks. Returns the kept entry: the key, each candidate's seconds per copy and `copies_per_pass`."""
+    bound = min(copies_per_pass(model, image, budget_mib), most_copies)
+    key = chunk_key(model, image, bound)
+    name = digest(key)
+    with exclusive_lock(timings_file.with_name(timings_file.name + ".lock"), "timing the backbone's chunk sizes"):
+        kept = read_chunk_timings(timings_file)
+        if name not in kept:
+            timing_model = model.uncompiled() if isinstance(model, AcceleratedBackbone) else model
+            seconds = time_chunks(timing_model, image, chunk_candidates(bound), backbone_pass)
+            kept[name] = {
+                "key": key,
+                "seconds_per_copy": {str(copies): value for copies, value in seconds.items()},
+                "copies_per_pass": min(seconds, key=seconds.get),
+                "timed_at": datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds"),
+            }
+            write_json_atomically(kept, timings_file)
+    return kept[name]
+
+
 def timed(x: Tensor, work: Callable[[], Tensor]) -> tuple[Tensor, float]:
     """work()'s result and its wall-clock seconds, waiting for the GPU on both sides when `x` is on one."""
     if x.is_cuda:
@@ -144,7 +272,22 @@ class AcceleratedBackbone(nn.Module):
         self.run = self.backbone
         if compile or cuda_graphs:
             self.run = torch.compile(self.backbone, mode="reduce-overhead" if cuda_graphs else "default")
+        self.compile = compile
+        self.cuda_graphs = cuda_graphs
         self.name = getattr(backbone, "name", type(backbone).__name__)
+
+    def extra_repr(self) -> str:
+        return (
+            f"bf16={self.bf16}, channels_last={self.channels_last}, "
+            f"compile={self.compile}, cuda_graphs={self.cuda_graphs}"
+        )
+
+    def uncompiled(self) -> AcceleratedBackbone:
+        """The same numerics without torch.compile (chunk timing runs it: compiling every candidate shape would
+        cost more than the choice saves)."""
+        if not (self.compile or self.cuda_graphs):
+            return self
+        return AcceleratedBackbone(self.backbone, bf16=self.bf16, channels_last=self.channels_last)
 
     def forward(self, x: Tensor) -> Tensor:
         if self.channels_last and x.dim() == 4:

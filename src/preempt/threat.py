@@ -63,7 +63,7 @@ def random_uniform(center: Tensor, eps: float, norm: str, rows_per_sample: int =
     `rows_per_sample`: how many consecutive rows of `center` are copies of one sample (N for Fast Preemption's
     repeat_interleave layout), so that with `randomness=per_sample` each sample draws from its own stream."""
     if norm == "Linf":
-        return (randomness.uniform(center, rows_per_sample) * 2 - 1) * eps
+        return randomness.uniform(center, rows_per_sample).mul_(2).sub_(1).mul_(eps)  # in place: no more copies
     direction = randomness.normal(center, rows_per_sample)
     direction = direction / _view_like(_per_sample(direction).norm(dim=1).clamp_min(1e-12), direction)
     dims = direction[0].numel()

@@ -47,10 +47,18 @@ def test_bench_measures_every_section_and_writes_json_table_and_plot(zoo_dir: Pa
     for row in report["by_batch"]:
         assert row["seconds_per_image"] > 0 and row["overhead"] > 0 and row["peak_memory_mib"] > 0
         assert row["floor_chunk"] <= 20 * row["batch_size"]
+        assert row["own_chunk_overhead"] > 0 and row["copies_per_pass"] <= 20 * row["batch_size"]
     assert report["default_batch"]["batch_size"] == 4
+    # The defense's chunk was timed (the config's chunk_timings file) and the floor timed it too.
+    assert report["copies_per_pass"] == report["chunk_choice"]["copies_per_pass"]
+    assert str(report["copies_per_pass"]) in report["floor_seconds_per_copy"]
+    assert "the fastest of the memory bound" in format_report(report)
     assert [row["n_samples"] for row in report["by_n"]] == [2, 4]
     assert [row["option"] for row in report["options"]] == ["fp32", "channels_last", "bf16"]
     assert report["options"][1]["max_levels"] <= 1  # channels_last: the same protection
+    fp32 = report["options"][0]
+    assert fp32["backbone_loss"] < fp32["backbone_loss_clean"]  # the protection lowers the backbone's loss
+    assert report["options"][2]["backbone_loss_vs_fp32"] == pytest.approx(1, abs=0.05)  # bf16: the same effect
     assert [row["defense"] for row in report["comparisons"]] == [
         "fast_preemption",
         "bilevel",

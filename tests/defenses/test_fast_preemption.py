@@ -282,3 +282,44 @@ def test_the_memory_budget_sets_copies_per_pass_once(digits_models, digits_batch
     defense(x, labels)
     per_copy, _ = speed.activation_bytes_per_copy(digits_models["digits_cnn_at"], x[0])
     assert defense.copies_per_pass == 2**20 // per_copy
+
+
+def test_with_a_timings_file_the_defense_passes_the_fastest_chunk_and_keeps_it(
+    digits_models, digits_batch, tmp_path
+) -> None:
+    """The chunk is timed on the first batch (the bound and its halvings) and read back by the next defense; the
+    protection is the one its chunk size gives (on the digits CNN, the unchunked one)."""
+    x, labels = digits_batch[0][:4], digits_batch[1][:4]
+    backbone, timings = digits_models["digits_cnn_at"], tmp_path / "chunk_timings.json"
+
+    def protect(**chunking) -> tuple[FastPreemption, torch.Tensor]:
+        defense = FastPreemption(backbone, eps=0.2, **chunking)
+        torch.manual_seed(0)
+        return defense, defense(x, labels)
+
+    timed, protected = protect(chunk_timings=str(timings))
+    bound = min(speed.copies_per_pass(backbone, x[0], None), len(x) * 20)  # no more than a step's copies
+    assert timed.copies_per_pass == timed.chunk_choice["copies_per_pass"] in speed.chunk_candidates(bound)
+    assert torch.equal(protected, protect(copies_per_pass=len(x) * 20)[1])
+    read_back, _ = protect(chunk_timings=str(timings))
+    assert read_back.chunk_choice == timed.chunk_choice
+
+
+def test_a_composed_run_keeps_its_chunk_timings_in_the_cache(compose_config, zoo_dir) -> None:
+    cfg = compose_config()
+    assert cfg.defense.chunk_timings == cfg.speed.chunk_timings == f"{zoo_dir}/chunk_timings.json"
+    assert compose_config("speed.chunk_timings=null").defense.chunk_timings is None
+
+
+def test_a_step_makes_tensors_of_all_copies_only_for_its_draw() -> None:
+    """The N×B copies are allocated twice per step (their centers and their random starts); every other operation
+    runs per chunk. On 224-px photos a tensor of all copies is hundreds of MiB, mapped fresh from the kernel each time
+    it is made: when each operation of a step made one, EfficientNet-Lite0 ran at 1.43× its passes' floor."""
+    backbone = tiny_backbone()
+    x, labels = torch.rand(4, 3, 8, 8), torch.zeros(4).long()
+    all_copies_bytes = 4 * 8 * x[0].numel() * x.element_size()
+    defense = FastPreemption(backbone, eps=0.1, n_samples=8, copies_per_pass=4, forward_steps=1, backward_steps=1)
+    with torch.profiler.profile(activities=[torch.profiler.ProfilerActivity.CPU], profile_memory=True) as profile:
+        defense(x, labels)
+    operations = [e.name for e in profile.events() if e.cpu_parent is None and e.cpu_memory_usage >= all_copies_bytes]
+    assert sorted(operations) == ["aten::rand", "aten::rand", "aten::repeat_interleave", "aten::repeat_interleave"]

@@ -3,8 +3,10 @@
 On the present device, with the configured backbone, images and budget (conf/bench.yaml):
 - the floor: the backbone's forward+backward passes alone, per copy, for each chunk size (copies per pass); the
   floor of a batch is the defense's pass count times the best per-copy time among chunks it could use;
-- Fast Preemption as configured (its default chunking) at each batch size: seconds per image, images per
-  second, the latency of one image, `overhead` = its time over the floor, and peak memory;
+- Fast Preemption as configured (its chunk timed once, or read back) at each batch size: seconds per image,
+  images per second, the latency of one image, `overhead` = its time over the floor, `own_chunk_overhead` = its
+  time over its own chunk's passes timed just before and after it (its own work, free of the machine's drift),
+  and peak memory;
 - time against N, each speed option (time, and how far its protected images are from fp32's), and Bi-Level and
   the paper's PGD variant as ratios to Fast Preemption on the same images and batch;
 - the whole evaluation loop (label, protect, attack, score) per image by stage, through `commands.evaluate`.
@@ -20,6 +22,7 @@ from collections.abc import Callable
 from pathlib import Path
 
 import torch
+import torch.nn.functional as F
 from hydra.utils import instantiate
 from omegaconf import DictConfig, OmegaConf, open_dict
 from torch import Tensor, nn
@@ -32,8 +35,7 @@ from preempt.commands.evaluate import evaluate
 from preempt.defenses.fast_preemption import FastPreemption
 from preempt.files import write_json_atomically, write_text_atomically
 from preempt.parts import Defense, assign_labels
-from preempt.results.provenance import device_name
-from preempt.speed import timed
+from preempt.speed import device_name, timed
 from preempt.validation import validate_config
 
 STAGES = ("label", "defense", "reversion", "attack", "score")
@@ -65,6 +67,14 @@ def tiled(images: Tensor, count: int) -> Tensor:
 def passes_per_image(defense: FastPreemption) -> int:
     """Copies of one image that go through a forward+backward pass: N per inner iteration per step."""
     return defense.n_samples * defense.iterations * len(defense.directions)
+
+
+def decide_chunk(defense: Defense, x: Tensor) -> int | None:
+    """Fast Preemption's copies per pass for batches like `x`, decided before any timing: a chunk timing (once per
+    backbone, options and shape) is not the defense's time."""
+    if isinstance(defense, FastPreemption):
+        return min(defense.pass_size(x[0], defense.n_samples * len(x)), defense.n_samples * len(x))
+    return None
 
 
 class Bench:
@@ -101,6 +111,7 @@ class Bench:
         machine's quiet moments and flatter the defense against the floor)."""
         x, labels = self.batch(batch_size)
         calls = max(1, math.ceil(min_images / batch_size))
+        decide_chunk(defense, x)
         if warm:
             defense(x, labels)
         reset_peak_memory(self.device)
@@ -165,8 +176,13 @@ def run_benchmark(cfg: DictConfig, output_dir: Path) -> dict:
     passes = passes_per_image(fast)
     per_copy, _ = speed.activation_bytes_per_copy(bench.backbone, bench.images[0])
     n = fast.n_samples
+    # The defense's own chunk at the run's batch size (timed once, or read back), whose candidates the floor times
+    # too; a batch whose step has fewer copies than that bound decides its own.
+    copies = fast.pass_size(bench.images[0], n * run_cfg.batch_size)
+    chosen_among = [int(chunk) for chunk in (fast.chunk_choice or {}).get("seconds_per_copy", {})]
     steps_copies = [n * batch for batch in settings.batch_sizes]
-    curve = bench.floor_curve([*settings.chunk_sizes, *(c for c in steps_copies if c <= max(settings.chunk_sizes))])
+    chunk_sizes = [*settings.chunk_sizes, copies, *chosen_among]
+    curve = bench.floor_curve([*chunk_sizes, *(c for c in steps_copies if c <= max(chunk_sizes))])
     best_chunk = min(curve, key=curve.get)
     report: dict = {
         "device": device_name(bench.device),
@@ -181,22 +197,35 @@ def run_benchmark(cfg: DictConfig, output_dir: Path) -> dict:
         "floor_seconds_per_copy": {str(chunk): seconds for chunk, seconds in curve.items()},
         "best_chunk": best_chunk,
         "best_floor_seconds_per_image": passes * curve[best_chunk],
+        "copies_per_pass": copies,
+        "chunk_choice": fast.chunk_choice,
     }
 
-    copies = fast.pass_size(bench.images[0])  # measured once: the same backbone and budget for every batch size
     by_batch = []
     for batch_size in sorted(settings.batch_sizes):
-        row = bench.time_defense(bench.defense(), batch_size, settings.min_images, warm=n * batch_size <= 2048)
+        defense = bench.defense()
+        own_chunk = decide_chunk(defense, bench.batch(batch_size)[0])
+        # The passes alone at the defense's own chunk, timed just before and just after it: their mean is its floor
+        # under the same machine load (this machine drifts by ±15% over minutes, more than the defense's own work).
+        before = bench.floor_curve([own_chunk])[own_chunk]
+        row = bench.time_defense(defense, batch_size, settings.min_images, warm=n * batch_size <= 2048)
+        beside = passes * (before + bench.floor_curve([own_chunk])[own_chunk]) / 2
         floor, chunk = floor_seconds_per_image(curve, passes, n * batch_size)
         row.update(
             floor_seconds_per_image=floor,
             floor_chunk=chunk,
             overhead=row["seconds_per_image"] / floor,
-            copies_per_pass=copies,
-            activations_per_pass_mib=copies * per_copy / speed.MIB,
+            copies_per_pass=own_chunk,
+            own_chunk_floor_seconds_per_image=beside,
+            own_chunk_overhead=row["seconds_per_image"] / beside,
+            activations_per_pass_mib=own_chunk * per_copy / speed.MIB,
         )
         by_batch.append(row)
-        print(f"batch {batch_size}: {row['seconds_per_image']:.4f} s/img, overhead {row['overhead']:.3f}", flush=True)
+        print(
+            f"batch {batch_size}: {row['seconds_per_image']:.4f} s/img, overhead {row['overhead']:.3f} over the best "
+            f"chunk's floor, {row['own_chunk_overhead']:.3f} over its own chunk's timed beside it",
+            flush=True,
+        )
     report["by_batch"] = by_batch
     report["latency_one_image_seconds"] = next((r["seconds_per_image"] for r in by_batch if r["batch_size"] == 1), None)
     default = next((r for r in by_batch if r["batch_size"] == run_cfg.batch_size), None)
@@ -227,8 +256,10 @@ def _without_bench(cfg: DictConfig) -> DictConfig:
 
 
 def time_options(bench: Bench, options: list[str], batch_size: int, min_images: int) -> list[dict]:
-    """Each speed option alone against fp32 at one batch size: time, and the protected images' distance from fp32's
-    on the same draws. A compiled backbone's first call (the compile) is reported apart."""
+    """Each speed option alone against fp32 at one batch size: time, the protected images' distance from fp32's on
+    the same draws, and the protection's effect: the fp32 backbone's cross-entropy on the protected images (what the
+    defense lowers; the bf16 tests' tolerance is 5% of fp32's). A compiled backbone's first call (the compile) is
+    reported apart."""
     x, labels = bench.batch(batch_size)
 
     def protect(defense: Defense) -> Tensor:
@@ -236,14 +267,29 @@ def time_options(bench: Bench, options: list[str], batch_size: int, min_images: 
         with torch.enable_grad():
             return defense(x, labels)
 
+    def backbone_loss(images: Tensor) -> float:
+        with torch.no_grad():
+            return float(F.cross_entropy(bench.backbone(images), labels))
+
     reference_defense = bench.defense()
     reference = protect(reference_defense)
-    rows = [{"option": "fp32", **bench.time_defense(reference_defense, batch_size, min_images, warm=False)}]
+    rows = [
+        {
+            "option": "fp32",
+            **bench.time_defense(reference_defense, batch_size, min_images, warm=False),
+            "backbone_loss_clean": backbone_loss(x),
+            "backbone_loss": backbone_loss(reference),
+        }
+    ]
     for option in options:
         defense = bench.defense(options={option: True})
+        decide_chunk(defense, x)
         first_call = timed_seconds(lambda defense=defense: protect(defense), bench.device)
         row = {"option": option, **bench.time_defense(defense, batch_size, min_images, warm=False)}
-        row.update(image_levels_apart(protect(defense), reference), first_call_seconds=first_call)
+        protected = protect(defense)
+        row.update(image_levels_apart(protected, reference), first_call_seconds=first_call)
+        row["backbone_loss"] = backbone_loss(protected)
+        row["backbone_loss_vs_fp32"] = row["backbone_loss"] / rows[0]["backbone_loss"]
         row["speedup"] = rows[0]["seconds_per_image"] / row["seconds_per_image"]
         rows.append(row)
         print(f"{option}: {row['seconds_per_image']:.4f} s/img, {row['speedup']:.2f}x", flush=True)
@@ -290,14 +336,16 @@ def format_report(report: dict) -> str:
         f"device: {report['device']}, torch {report['torch']}; backbone {report['backbone']} on {report['dataset']} "
         f"{'×'.join(map(str, report['image_shape']))}; {report['passes_per_image']} forward+backward copies per image",
         "",
-        "| batch | s/img | img/s | floor s/img (chunk) | overhead | copies/pass | activations/pass MiB | peak MiB |",
-        "|---|---|---|---|---|---|---|---|",
+        "| batch | s/img | img/s | best chunk's floor s/img (chunk) | overhead | copies/pass | its chunk's floor "
+        "s/img, timed beside it | overhead at its chunk | activations/pass MiB | peak MiB |",
+        "|---|---|---|---|---|---|---|---|---|---|",
     ]
     for row in report["by_batch"]:
         lines.append(
             f"| {row['batch_size']} | {row['seconds_per_image']:.4f} | {row['images_per_second']:.1f} | "
             f"{row['floor_seconds_per_image']:.4f} ({row['floor_chunk']}) | {row['overhead']:.3f} | "
-            f"{row['copies_per_pass']} | {row['activations_per_pass_mib']:.0f} | {row['peak_memory_mib']:.0f} |"
+            f"{row['copies_per_pass']} | {row['own_chunk_floor_seconds_per_image']:.4f} | "
+            f"{row['own_chunk_overhead']:.3f} | {row['activations_per_pass_mib']:.0f} | {row['peak_memory_mib']:.0f} |"
         )
     if report.get("default_batch"):
         default = report["default_batch"]
@@ -307,6 +355,7 @@ def format_report(report: dict) -> str:
             f"{default['over_best_chunk_floor']:.3f}× the best chunk's floor "
             f"({report['best_floor_seconds_per_image']:.4f} s/img at {report['best_chunk']} copies per pass)",
         ]
+    lines += ["", chunk_choice_line(report)]
     lines += ["", "| chunk (copies/pass) | floor ms/copy |", "|---|---|"]
     lines += [f"| {chunk} | {seconds * 1e3:.3f} |" for chunk, seconds in report["floor_seconds_per_copy"].items()]
     lines += ["", "| N | s/img | img/s |", "|---|---|---|"]
@@ -314,12 +363,21 @@ def format_report(report: dict) -> str:
         f"| {row['n_samples']} | {row['seconds_per_image']:.4f} | {row['images_per_second']:.1f} |"
         for row in report["by_n"]
     ]
-    lines += ["", "| option | s/img | speedup | max 8-bit levels from fp32 | pixels >1 level | first call s |"]
-    lines += ["|---|---|---|---|---|---|"]
+    fp32_options = report["options"][0]
+    lines += [
+        "",
+        f"backbone loss: {fp32_options['backbone_loss_clean']:.4f} on the images, "
+        f"{fp32_options['backbone_loss']:.4f} protected in fp32",
+        "",
+        "| option | s/img | speedup | max 8-bit levels from fp32 | pixels >1 level | backbone loss (× fp32's) | "
+        "first call s |",
+        "|---|---|---|---|---|---|---|",
+    ]
     for row in report["options"]:
         lines.append(
             f"| {row['option']} | {row['seconds_per_image']:.4f} | {row.get('speedup', 1.0):.2f} | "
             f"{row.get('max_levels', 0.0):.2f} | {row.get('fraction_over_one_level', 0.0):.2e} | "
+            f"{row['backbone_loss']:.4f} ({row.get('backbone_loss_vs_fp32', 1.0):.3f}) | "
             f"{row.get('first_call_seconds', float('nan')):.1f} |"
         )
     if report["comparisons"]:
@@ -335,6 +393,18 @@ def format_report(report: dict) -> str:
         lines += [f"| {stage} | {seconds:.4f} |" for stage, seconds in loop["seconds_per_image"].items()]
         lines += ["", f"slowest stage: {loop['slowest_stage']}"]
     return "\n".join(lines)
+
+
+def chunk_choice_line(report: dict) -> str:
+    """How the defense's copies per pass were chosen: set, the memory bound, or timed (with each candidate's time)."""
+    choice = report["chunk_choice"]
+    if choice is None:
+        return f"copies per pass: {report['copies_per_pass']} (set, or the memory bound untimed)"
+    timed = ", ".join(f"{chunk}: {seconds * 1e3:.2f}" for chunk, seconds in choice["seconds_per_copy"].items())
+    return (
+        f"copies per pass: {choice['copies_per_pass']}, the fastest of the memory bound ({choice['key']['bound']}) "
+        f"and its halvings, timed {choice['timed_at']} (ms per copy: {timed})"
+    )
 
 
 def plot(report: dict, out: Path) -> Path:

@@ -8,13 +8,15 @@ only to reproduce the authors' public code (`azrealwang/MSPD`), which differs fr
 
 from __future__ import annotations
 
+from pathlib import Path
 from typing import Literal
 
+import torch
 from pydantic import validate_call
 from torch import Tensor, nn
 
 from preempt import speed
-from preempt.attacks.fgsm import fgsm_step
+from preempt.attacks.fgsm import fgsm_step, loss_gradient
 from preempt.parts.constraints import ARBITRARY_TYPES, AtLeastOne, Eps, NonNegative, Norm, Positive, StepFraction
 from preempt.parts.defense import Defense
 from preempt.threat import project, random_uniform, validate_budget
@@ -22,6 +24,12 @@ from preempt.threat import project, random_uniform, validate_budget
 LOWER_LOSS = True  # forward propagation (Eq. 10): FGSM that moves away from the wrong classes
 RAISE_LOSS = False  # backward propagation (Eq. 8): FGSM attack whose perturbation is then reversed
 PGD_DEFAULT_ITERATIONS = 10
+
+
+def input_gradient(backbone: nn.Module, copies: Tensor) -> Tensor:
+    """One of the defense's backbone passes, for timing chunk sizes: the input gradient its FGSM steps take (the
+    labels do not change the cost)."""
+    return loss_gradient(backbone, copies, torch.zeros(len(copies), dtype=torch.long, device=copies.device))
 
 
 def step_order(forward_steps: int, backward_steps: int, schedule: str) -> list[bool]:
@@ -49,10 +57,12 @@ class FastPreemption(Defense):
     Π_{x,ε}, Algorithm 1 lines 7 and 18) or around the current `iterate` (the authors' code).
     clamp_starts: clip the random starts x_t + δ to [0,1] before the inner step (the authors' code; the paper
     does not). The paper's rule is the default everywhere.
-    copies_per_pass: how many of the N×B copies one backbone forward+backward takes; null: as many as fit
-    `memory_budget_mb` of saved activations (null: the device's default, `preempt.speed`), measured on the first
-    batch. Only the passes are chunked: every random start is drawn for the whole batch first, so the chunk size
-    changes memory and speed, not the draws (the backbone's float kernels may still differ by batch shape).
+    copies_per_pass: how many of the N×B copies one backbone forward+backward takes; null: chosen on the first
+    batch under the bound of `memory_budget_mb` of saved activations (null: the device's default, `preempt.speed`):
+    the fastest of that bound and its halvings, timed once per backbone, input shape and device and kept in the
+    JSON file `chunk_timings`, or the bound itself when `chunk_timings` is null. Only the passes are chunked: every
+    random start is drawn for the whole batch first, so the chunk size changes memory and speed, not the draws
+    (the backbone's float kernels may still differ by batch shape; the kept choice keeps them the same run to run).
     """
 
     @validate_call(config=ARBITRARY_TYPES)
@@ -73,6 +83,7 @@ class FastPreemption(Defense):
         clamp_starts: bool = False,
         copies_per_pass: AtLeastOne | None = None,
         memory_budget_mb: Positive | None = None,
+        chunk_timings: str | None = None,
     ) -> None:
         validate_budget(eps, norm)
         if forward_steps + backward_steps == 0:
@@ -99,6 +110,8 @@ class FastPreemption(Defense):
         self.clamp_starts = clamp_starts
         self.copies_per_pass = copies_per_pass
         self.memory_budget_mb = memory_budget_mb
+        self.chunk_timings = chunk_timings
+        self.chunk_choice: dict | None = None  # the timed choice, when one was made or read
 
     def warnings(self) -> list[str]:
         if self.eta * (self.forward_steps + self.backward_steps) <= 1:
@@ -120,33 +133,46 @@ class FastPreemption(Defense):
             )
         return x_t
 
-    def pass_size(self, image: Tensor) -> int:
-        """Copies per backbone pass: the setting, or what the memory budget allows, measured once on `image`."""
-        if self.copies_per_pass is None:
+    def pass_size(self, image: Tensor, copies_per_step: int) -> int:
+        """Copies per backbone pass: the setting, or the timed choice under the memory bound and the `copies_per_step`
+        a step has (the memory bound itself without a timings file), decided once on `image`."""
+        if self.copies_per_pass is None and self.chunk_timings is None:
             self.copies_per_pass = speed.copies_per_pass(self.backbone, image, self.memory_budget_mb)
+        elif self.copies_per_pass is None:
+            self.chunk_choice = speed.chunk_choice(
+                self.backbone, image, self.memory_budget_mb, Path(self.chunk_timings), input_gradient, copies_per_step
+            )
+            self.copies_per_pass = self.chunk_choice["copies_per_pass"]
         return self.copies_per_pass
 
     def averaged_perturbation(self, x_t: Tensor, x: Tensor, labels: Tensor, lower_loss: bool) -> Tensor:
-        """Mean over N random starts of (inner example − x_t): Algorithm 1, steps 4–9 and 15–20."""
+        """Mean over N random starts of (inner example − x_t): Algorithm 1, steps 4–9 and 15–20.
+
+        The N×B random starts are drawn for the whole batch first ([x_0 × N, x_1 × N, ...]), so the chunk size never
+        changes the draws; the inner optimizer then runs chunk by chunk (one backbone pass per inner iteration) and
+        writes each chunk's examples over its starts. So only the draw makes tensors of all N×B copies: on 224-px
+        photos each is hundreds of MiB, which malloc maps fresh from the kernel, and page-faults, every time one is
+        made (EfficientNet-Lite0 at batch 128: 1.43× the passes' floor when every step's operation made one)."""
         batch, n = x_t.shape[0], self.n_samples
-        center = x.repeat_interleave(n, dim=0)  # [x_0 × N, x_1 × N, ...]: one pass for all starts
-        iterate = x_t.repeat_interleave(n, dim=0)
-        examples = iterate + random_uniform(center, self.eps, self.norm, rows_per_sample=n)
-        if self.clamp_starts:
-            examples = examples.clamp(0.0, 1.0)
-        ball_center = center if self.project_around == "original" else iterate
-        repeated_labels = labels.repeat_interleave(n)
-        pass_size = self.pass_size(x[0])
-        for _ in range(self.iterations):
-            examples = fgsm_step(
-                self.backbone,
-                examples,
-                repeated_labels,
-                self.step_size,
-                ball_center,
-                self.eps,
-                self.norm,
-                lower_loss,
-                copies_per_pass=pass_size,
-            )
+        centers = x.repeat_interleave(n, dim=0)
+        examples = random_uniform(centers, self.eps, self.norm, rows_per_sample=n)
+        for part in speed.chunks(batch * n, self.pass_size(x[0], batch * n)):
+            image_of_copy = torch.arange(part.start, part.stop, device=x.device) // n
+            iterate = x_t[image_of_copy]
+            chunk = iterate + examples[part]
+            if self.clamp_starts:
+                chunk = chunk.clamp(0.0, 1.0)
+            ball_center = centers[part] if self.project_around == "original" else iterate
+            for _ in range(self.iterations):
+                chunk = fgsm_step(
+                    self.backbone,
+                    chunk,
+                    labels[image_of_copy],
+                    self.step_size,
+                    ball_center,
+                    self.eps,
+                    self.norm,
+                    lower_loss,
+                )
+            examples[part] = chunk
         return examples.view(batch, n, *x_t.shape[1:]).mean(dim=1) - x_t

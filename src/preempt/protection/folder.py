@@ -62,8 +62,8 @@ from preempt.protection.photos import (
     shown_size,
 )
 from preempt.randomness import per_sample_streams, seed_batch
-from preempt.results.provenance import device_name, git_commit, library_versions
-from preempt.speed import accelerate, keep_freed_memory
+from preempt.results.provenance import git_commit, library_versions
+from preempt.speed import accelerate, device_name, keep_freed_memory
 from preempt.threat import LEVELS, quantize_within_budget
 from preempt.validation import option_name, read_section, validate_config
 

@@ -1,13 +1,10 @@
-"""Where and with what a number was computed: the device, the library versions, the checkout."""
+"""Where and with what a number was computed: the library versions and the checkout (the device: `preempt.speed`)."""
 
 from __future__ import annotations
 
 import importlib.metadata
-import platform
 import subprocess
 from pathlib import Path
-
-import torch
 
 # Libraries whose version can change a number in results.json.
 RECORDED_PACKAGES = (
@@ -48,12 +45,3 @@ def git_commit(root: Path) -> dict[str, str | bool | None]:
     commit = git("rev-parse", "HEAD")
     status = git("status", "--porcelain", "--untracked-files=no") if commit else None
     return {"commit": commit, "dirty": bool(status) if status is not None else None}
-
-
-def device_name(device: torch.device | None = None) -> str:
-    """The GPU's name (the first visible one by default), or the CPU with the threads torch uses."""
-    if device is None:
-        device = torch.device("cuda" if torch.cuda.is_available() else "cpu")
-    if device.type == "cuda":
-        return torch.cuda.get_device_name(device)
-    return f"cpu ({platform.processor() or platform.machine()}, {torch.get_num_threads()} threads)"

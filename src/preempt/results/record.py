@@ -9,8 +9,9 @@ from pathlib import Path
 from hydra.utils import get_object
 
 from preempt.fingerprint import run_fingerprint
-from preempt.results.provenance import device_name, git_commit, library_versions
+from preempt.results.provenance import git_commit, library_versions
 from preempt.reversions.protocol import reversion_knowledge, reversion_name, reversion_verdict
+from preempt.speed import device_name
 
 CHECK_PREFIX = "test/check_"
 

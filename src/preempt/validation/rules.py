@@ -63,6 +63,7 @@ class Speed(_Strict):
     keep_freed_memory: bool
 
     memory_budget_mb: Positive | None
+    chunk_timings: str | None
     bf16: bool
     channels_last: bool
     compile: bool
