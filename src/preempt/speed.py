@@ -219,7 +219,8 @@ def chunk_choice(
         kept = read_chunk_timings(timings_file)
         if name not in kept:
             timing_model = model.uncompiled() if isinstance(model, AcceleratedBackbone) else model
-            seconds = time_chunks(timing_model, image, chunk_candidates(bound), backbone_pass)
+            with torch.enable_grad():
+                seconds = time_chunks(timing_model, image, chunk_candidates(bound), backbone_pass)
             kept[name] = {
                 "key": key,
                 "seconds_per_copy": {str(copies): value for copies, value in seconds.items()},

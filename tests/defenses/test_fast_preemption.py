@@ -323,3 +323,10 @@ def test_a_step_makes_tensors_of_all_copies_only_for_its_draw() -> None:
         defense(x, labels)
     operations = [e.name for e in profile.events() if e.cpu_parent is None and e.cpu_memory_usage >= all_copies_bytes]
     assert sorted(operations) == ["aten::rand", "aten::rand", "aten::repeat_interleave", "aten::repeat_interleave"]
+
+
+def test_prepare_decides_the_chunk_for_batches_like_the_one_given(tmp_path) -> None:
+    defense = FastPreemption(tiny_backbone(), eps=0.1, n_samples=5, chunk_timings=str(tmp_path / "t.json"))
+    defense.prepare(torch.rand(3, 3, 8, 8))
+    assert defense.chunk_choice["key"]["bound"] == 15  # the tiny backbone's bound exceeds a step's 3 × 5 copies
+    assert defense.copies_per_pass == defense.chunk_choice["copies_per_pass"]

@@ -1,6 +1,7 @@
 """The test loop: 8-bit transmission of protected images, scored both ways."""
 
 import json
+import time
 from pathlib import Path
 
 import pytest
@@ -165,3 +166,26 @@ def test_every_model_a_part_holds_moves_with_the_module(digits_models) -> None:
     registered = module._modules  # every name, also of a module registered twice (named_children lists it once)
     assert registered["defense_backbone"] is backbone and registered["defense_inner_attack_model"] is backbone
     assert registered["attack_model"] is victim and registered["victim"] is victim
+
+
+class _SlowToPrepare(NoDefense):
+    """Sends images unchanged, after a one-off preparation of 0.3 s (as a chunk timing would take)."""
+
+    def __init__(self) -> None:
+        self.prepared_with_gradients: list[bool] = []
+
+    def prepare(self, x: torch.Tensor) -> None:
+        self.prepared_with_gradients.append(torch.is_grad_enabled())
+        time.sleep(0.3)
+
+
+def test_the_defense_is_prepared_with_gradients_and_its_preparation_is_not_its_time(digits_models) -> None:
+    from preempt.attacks.base import NoAttack
+
+    victim, defense = digits_models["digits_lenet_at"], _SlowToPrepare()
+    module = PreemptiveEvaluation(victim, victim, defense, NoAttack(None), num_classes=10)
+    x = torch.rand(4, 1, 16, 16)
+    with torch.no_grad():
+        protected, seconds = module.protect(x, torch.zeros(4, dtype=torch.long))
+    assert torch.equal(protected, x) and defense.prepared_with_gradients == [True]
+    assert seconds < 0.3

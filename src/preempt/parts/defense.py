@@ -26,6 +26,10 @@ class Defense(Part, ABC):
     def __call__(self, x: Tensor, labels: Tensor) -> Tensor:
         """Protected images, same shape and dtype as `x`, in [0,1]."""
 
+    def prepare(self, x: Tensor) -> None:
+        """One-off work for batches like `x` that is not the defense's cost per image (Fast Preemption times its
+        chunk size once): whoever times the defense calls this first, with gradients enabled."""
+
 
 class NoDefense(Defense):
     """Sends images unchanged: the undefended baseline."""

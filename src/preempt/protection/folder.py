@@ -327,6 +327,8 @@ class Protector:
         with torch.no_grad():
             labels = self.classifier(x).argmax(dim=1)
         before = label_log_probability(self.backbone, x, labels)
+        with torch.enable_grad():
+            self.defense.prepare(x)
         protect_started = time.perf_counter()
         with torch.enable_grad(), streams:
             protected = self.defense(x, labels).detach()
