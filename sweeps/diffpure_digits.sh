@@ -21,8 +21,8 @@ run() {  # task name, then overrides
 run diffpure_digits receiver_defense=none,diffpure attack=pgd "$@"
 run diffpure_digits_eot receiver_defense=diffpure attack=eot attack.steps=10 attack.eot_samples=5 attack.step_size=0.25 \
   attack.targeted=false dataset.n_samples=100 "$@"
-run diffpure_digits_bpda receiver_defense=diffpure attack=bpda_eot attack.steps=10 attack.eot_samples=5 \
-  attack.step_size=0.25 attack.targeted=false "$@"
+run diffpure_digits_bpda receiver_defense=diffpure attack=bpda_eot attack.approximation=identity attack.steps=10 \
+  attack.eot_samples=5 attack.step_size=0.25 attack.targeted=false "$@"
 for task in diffpure_digits diffpure_digits_eot diffpure_digits_bpda; do
   latest=$(ls -d "$log_dir/$task/multiruns/"* | tail -n 1)
   echo "== $task ($latest)"

@@ -1,11 +1,13 @@
-"""Figures are drawn from results.json files: the attack-round curves (the second paper's Figure 3)."""
+"""Figures are drawn from results.json files: the attack-round curves (the second paper's Figure 3) and the
+defense's learning-step curves (the Fast Preemption paper's Figure 8)."""
 
 from pathlib import Path
 
+import pytest
 from PIL import Image
 
 from preempt.commands.figures import main
-from preempt.figures import round_curves
+from preempt.figures import plot_steps, round_curves
 from preempt.files import write_json_atomically
 from preempt.results.record import build_results
 
@@ -45,3 +47,19 @@ def test_round_figure_has_a_panel_row_per_attack_and_a_line_per_defense(tmp_path
     main(["rounds", str(tmp_path / "runs"), "--out", str(out)])
     with Image.open(out) as image:
         assert image.format == "PNG" and image.height > image.width / 2  # two panel rows
+
+
+def test_step_figure_has_a_panel_per_accuracy_and_a_curve_per_row(tmp_path: Path) -> None:
+    def run(seed: int, fall: float | None) -> dict:
+        config = {**CONFIG, "seed": seed, "receiver_defense": CONFIG["defense"], "attack": CONFIG["defense"]}
+        steps = {"step": [10, 20, 30], "protected_clean_acc": [0.9, 0.95, 0.97], "robust_acc": [0.5, 0.7, 0.8]}
+        if fall is not None:
+            steps["robust_acc"][1] -= fall
+        return build_results(config, {}, n_samples=10, wall_seconds=1.0, steps=None if fall is None else steps)
+
+    rows = {"F10-B20": [run(0, 0.0), run(1, 0.1)], "F0-B30": [run(0, 0.2)], "no curve": [run(0, None)]}
+    out = plot_steps(rows, tmp_path / "figure8.png", "Figure 8")
+    with Image.open(out) as image:
+        assert image.format == "PNG" and image.width > 1.5 * image.height  # two panels side by side
+    with pytest.raises(SystemExit, match="record_every"):
+        plot_steps({"no curve": rows["no curve"]}, tmp_path / "none.png")

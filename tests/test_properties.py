@@ -46,7 +46,7 @@ ATTACKS = discover("attack")
 
 IMAGE_SHAPE = (3, 8, 8)
 N_CLASSES = 10
-EPS_RANGES = {"Linf": (1e-3, 0.3), "L2": (1e-2, 2.0), "normalized_L2": (1e-3, 0.5)}
+EPS_RANGES = {"Linf": (1e-3, 0.3), "L2": (1e-2, 2.0), "normalized_L2": (1e-3, 0.5), "RMS": (1e-3, 0.3)}
 BUDGET_TOLERANCE = 1e-5
 
 # Small values for the iteration keys an option's config has; other keys keep the config's values.
@@ -110,8 +110,15 @@ def cases(draw: st.DrawFn, group: str, option: str, norm: str) -> Case:
     return Case(
         images=draw(arrays(dtype, (batch, *IMAGE_SHAPE), elements=pixels)),
         eps=draw(st.floats(low, high, exclude_min=True)),
-        # Unset (null) keys keep their meaning: Fast Preemption's `iterations` is only PGD's.
-        overrides=draw(iteration_overrides(group, {key for key, value in config.items() if value is not None})),
+        # Unset (null) keys keep their meaning: Fast Preemption's `iterations` is only PGD's; without random starts
+        # (Eq. 8: defense=bilevel_fp) N stays 1, as N copies from one start would be refused.
+        overrides=draw(
+            iteration_overrides(
+                group,
+                {key for key, value in config.items() if value is not None}
+                - ({"n_samples"} if config.get("random_start") is False else set()),
+            )
+        ),
         seed=draw(st.integers(0, 2**31 - 1)),
     )
 

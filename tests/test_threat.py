@@ -1,5 +1,7 @@
 import pytest
 import torch
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
 from preempt.threat import (
     NORMS,
@@ -48,6 +50,7 @@ def test_steepest_direction_has_unit_norm() -> None:
         (-0.1, "L2", "positive"),
         (0.1, "L1", "not supported"),
         (1.5, "normalized_L2", "fraction of each image's L2 norm"),
+        (1.5, "RMS", "root mean square"),
     ],
 )
 def test_bad_budgets_name_the_fix(eps: float, norm: str, message: str) -> None:
@@ -74,7 +77,7 @@ def test_quantize_within_budget_lands_on_the_8bit_grid_inside_the_budget(norm: s
     """What protect writes: 8-bit values within eps of an 8-bit original, whatever the float protection was."""
     generator = torch.Generator().manual_seed(int(eps_levels * 100))
     original = torch.randint(0, 256, (32, 3, 6, 6), generator=generator).float() / 255
-    eps = eps_levels / 255 if norm == "Linf" else eps_levels / 255 * (6 if norm == "L2" else 0.05)
+    eps = eps_levels / 255 * {"Linf": 1, "L2": 6, "normalized_L2": 0.05, "RMS": 1}[norm]
     protected = project(original + torch.randn(original.shape, generator=generator), original, eps, norm)
     quantized = quantize_within_budget(protected, original, eps, norm)
     assert torch.equal(quantized * 255, torch.round(quantized * 255))
@@ -88,3 +91,61 @@ def test_quantize_within_budget_is_plain_rounding_for_a_whole_number_of_levels()
     protected = project(original + torch.rand_like(original) - 0.5, original, 8 / 255, "Linf")
     assert torch.equal(quantize_within_budget(protected, original, 8 / 255, "Linf"), torch.round(protected * 255) / 255)
     assert torch.equal(quantize_within_budget(protected, original, None, "Linf"), torch.round(protected * 255) / 255)
+
+
+def rms(delta: torch.Tensor) -> torch.Tensor:
+    """The per-value root mean square of each image's perturbation, written out here as the reference."""
+    return delta.flatten(1).square().mean(dim=1).sqrt()
+
+
+def test_rms_distance_is_the_per_value_root_mean_square_whatever_the_image() -> None:
+    center = torch.cat([torch.full((1, 3, 4, 4), 0.1), torch.full((1, 3, 4, 4), 0.7)])
+    uniform = center + 0.05  # every value moved by 0.05: RMS 0.05 for both, however bright
+    assert torch.allclose(distance(uniform, center, "RMS"), torch.full((2,), 0.05))
+    one_value = center.clone()
+    one_value[:, 0, 0, 0] += 0.2  # one value of 48 moved by 0.2: 0.2/√48
+    assert torch.allclose(distance(one_value, center, "RMS"), torch.full((2,), 0.2 / 48**0.5))
+    assert radius(0.05, "RMS", center) == pytest.approx(0.05 * 48**0.5)
+
+
+@settings(max_examples=60, deadline=None)
+@given(
+    shape=st.tuples(st.integers(1, 4), st.integers(1, 3), st.integers(1, 9), st.integers(1, 9)),
+    eps=st.floats(1e-3, 0.04),
+    seed=st.integers(0, 2**31 - 1),
+)
+def test_rms_projection_lands_on_the_ball_and_leaves_inside_points_alone(shape, eps, seed) -> None:
+    generator = torch.Generator().manual_seed(seed)
+    center = 0.25 + 0.5 * torch.rand(shape, generator=generator)  # away from the box: clipping cannot bind
+    direction = torch.randn(shape, generator=generator)
+    far = center + direction * (2 * eps / rms(direction).clamp_min(1e-12)).view(-1, 1, 1, 1)
+    projected = project(far, center, eps, "RMS")
+    assert torch.allclose(rms(projected - center), torch.full((shape[0],), eps), rtol=1e-4)
+    assert torch.allclose(projected - center, (far - center) / 2, atol=1e-6)  # straight back towards the center
+    near = center + direction * (eps / 2 / rms(direction).clamp_min(1e-12)).view(-1, 1, 1, 1)
+    assert torch.allclose(project(near, center, eps, "RMS"), near)
+
+
+@settings(max_examples=30, deadline=None)
+@given(
+    shape=st.tuples(st.integers(1, 8), st.integers(1, 3), st.integers(1, 9), st.integers(1, 9)),
+    eps=st.floats(1e-3, 1.0),
+)
+def test_rms_random_start_is_inside_the_ball(shape, eps) -> None:
+    noise = random_uniform(torch.rand(shape), eps, "RMS")
+    assert (rms(noise) <= eps * (1 + 1e-5)).all()
+
+
+def test_rms_random_start_fills_the_ball() -> None:
+    noise = random_uniform(torch.rand(256, 3, 8, 8), 0.05, "RMS")
+    assert rms(noise).max() > 0.95 * 0.05  # uniform in the ball: most of its volume is near the boundary
+
+
+def test_quantize_within_budget_keeps_an_rms_budget() -> None:
+    generator = torch.Generator().manual_seed(0)
+    original = torch.randint(0, 256, (64, 3, 8, 8), generator=generator).float() / 255
+    for eps in (0.05, 2 / 255, 0.5 / 255):  # the authors' budget, and budgets a rounding alone can exceed
+        protected = project(original + torch.randn(original.shape, generator=generator), original, eps, "RMS")
+        quantized = quantize_within_budget(protected, original, eps, "RMS")
+        assert torch.equal(quantized * 255, torch.round(quantized * 255))
+        assert (rms(quantized - original) <= eps * (1 + 1e-5)).all()

@@ -3,6 +3,8 @@
 
 `plot_rounds`: accuracy and attack success rate against attack rounds (the second paper's Figure 3), one panel
 row per attack, one line per receiver-side defense, the mean over seeds with their range shaded.
+`plot_steps`: the victim's accuracy on the defense's iterate against its learning step, clean and attacked (the
+Fast Preemption paper's Figure 8), one panel per accuracy, a curve per table row, mean and range over seeds.
 `plot_protected`: the originals, the files `preempt protect` wrote, and their difference amplified so the budget
 spans the whole range, with the manifest's figures.
 """
@@ -17,6 +19,7 @@ from preempt.protection.manifest import read_manifest
 from preempt.protection.photos import read_photo
 
 CURVES = (("accuracy", "ACC"), ("attack_success_rate", "ASR"))
+STEP_CURVES = (("protected_clean_acc", "clean accuracy"), ("robust_acc", "robust accuracy"))
 
 
 def round_curves(results: list[dict]) -> dict[str, dict[str, list[dict]]]:
@@ -53,6 +56,36 @@ def plot_rounds(results: list[dict], out: Path, title: str | None = None) -> Pat
             axis.set(xlabel="attack round", ylabel=label, ylim=(-0.02, 1.02), title=f"{attack}: {label}")
             axis.grid(alpha=0.3)
         axes[row][0].legend(fontsize=8)
+    if title:
+        figure.suptitle(title)
+    figure.tight_layout()
+    out.parent.mkdir(parents=True, exist_ok=True)
+    figure.savefig(out, dpi=120)
+    plt.close(figure)
+    return out
+
+
+def plot_steps(rows: dict[str, list[dict]], out: Path, title: str | None = None) -> Path:
+    """`rows`: a curve's name -> its runs' results.json (one per seed); runs without `steps` are left out."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    curves = {name: [result["steps"] for result in found if result.get("steps")] for name, found in rows.items()}
+    curves = {name: records for name, records in curves.items() if records}
+    if not curves:
+        raise SystemExit("no results.json with per-step records (run Fast Preemption with defense.record_every)")
+    figure, axes = plt.subplots(1, len(STEP_CURVES), figsize=(5 * len(STEP_CURVES), 3.8), squeeze=False)
+    for axis, (key, label) in zip(axes[0], STEP_CURVES, strict=True):
+        for index, (name, records) in enumerate(curves.items()):
+            steps = records[0]["step"]
+            values = np.array([record[key] for record in records if record["step"] == steps])
+            axis.plot(steps, values.mean(axis=0), color=f"C{index}", label=f"{name} ({len(values)} seeds)")
+            axis.fill_between(steps, values.min(axis=0), values.max(axis=0), color=f"C{index}", alpha=0.2)
+        axis.set(xlabel="learning step", ylabel=label, ylim=(-0.02, 1.02), title=label)
+        axis.grid(alpha=0.3)
+    axes[0][0].legend(fontsize=8)
     if title:
         figure.suptitle(title)
     figure.tight_layout()

@@ -2,17 +2,21 @@
 
 Attacks and defenses share these so that "eps" and "norm" mean exactly the same thing everywhere. The norm
 `normalized_L2` is Guo et al.'s normalized L2 dissimilarity, ‖x′−x‖₂ / ‖x‖₂ (the second paper's budget, 0.05):
-an L2 ball whose radius is eps times each image's own L2 norm.
+an L2 ball whose radius is eps times each image's own L2 norm. The norm `RMS` is the per-value root mean square
+of the perturbation, ‖x′−x‖₂ / √d with d = C·H·W (the budget the second paper's authors' code enforces, 0.05): an
+L2 ball of radius eps·√d, the same for every image of a shape, and about twice normalized_L2's on real photos.
 """
 
 from __future__ import annotations
+
+import math
 
 import torch
 from torch import Tensor
 
 from preempt import randomness
 
-NORMS = ("Linf", "L2", "normalized_L2")
+NORMS = ("Linf", "L2", "normalized_L2", "RMS")
 
 
 def validate_budget(eps: float, norm: str) -> None:
@@ -31,6 +35,11 @@ def validate_budget(eps: float, norm: str) -> None:
             f"normalized_L2 eps={eps} allows a perturbation larger than the image itself: it is a fraction of each "
             f"image's L2 norm (the second paper uses 0.05)."
         )
+    if norm == "RMS" and eps > 1:
+        raise ValueError(
+            f"RMS eps={eps} is larger than any perturbation of [0,1] pixels can be: it is the root mean square of "
+            f"the per-value change, at most 1 (every value from 0 to 1); the second paper's authors bound it by 0.05."
+        )
 
 
 def _per_sample(x: Tensor) -> Tensor:
@@ -41,20 +50,29 @@ def _view_like(values: Tensor, x: Tensor) -> Tensor:
     return values.view(-1, *([1] * (x.dim() - 1)))
 
 
+def _values_per_image(x: Tensor) -> int:
+    return math.prod(x.shape[1:])
+
+
 def radius(eps: float, norm: str, center: Tensor) -> float | Tensor:
-    """The ball's radius around each image: eps, or eps·‖center‖₂ per image for `normalized_L2`."""
+    """The ball's radius around each image: eps, eps·‖center‖₂ per image for `normalized_L2`, eps·√d for `RMS`."""
     if norm == "normalized_L2":
         return eps * _per_sample(center).norm(dim=1)
+    if norm == "RMS":
+        return eps * _values_per_image(center) ** 0.5
     return eps
 
 
 def distance(a: Tensor, b: Tensor, norm: str) -> Tensor:
-    """Per-sample distance of `a` from the reference batch `b` in the given norm (relative to ‖b‖ when normalized)."""
+    """Per-sample distance of `a` from the reference batch `b` in the given norm (relative to ‖b‖ when normalized,
+    per value for RMS)."""
     diff = _per_sample(a - b)
     if norm == "Linf":
         return diff.abs().amax(dim=1)
     l2 = diff.norm(p=2, dim=1)
-    return l2 / _per_sample(b).norm(dim=1).clamp_min(1e-12) if norm == "normalized_L2" else l2
+    if norm == "normalized_L2":
+        return l2 / _per_sample(b).norm(dim=1).clamp_min(1e-12)
+    return l2 / _values_per_image(b) ** 0.5 if norm == "RMS" else l2
 
 
 def random_uniform(center: Tensor, eps: float, norm: str, rows_per_sample: int = 1) -> Tensor:
@@ -108,9 +126,9 @@ def quantize_within_budget(protected: Tensor, original: Tensor, eps: float | Non
 
     Plain rounding can step half a level past the budget when eps is not a whole number of levels (0.03 is
     7.65 levels). Linf: each pixel goes to the nearest level within [original − eps, original + eps]. The L2
-    norms: nearest levels, and an image those put outside the ball gets every pixel rounded towards
-    `original` instead, which cannot lengthen its perturbation when `original` is itself on the grid (a
-    decoded 8-bit file). eps None: no budget, plain rounding.
+    norms (L2, normalized_L2, RMS): nearest levels, and an image those put outside the ball gets every pixel
+    rounded towards `original` instead, which cannot lengthen its perturbation when `original` is itself on the
+    grid (a decoded 8-bit file). eps None: no budget, plain rounding.
     """
     if eps is None:
         return to_8bit(protected)
@@ -121,7 +139,7 @@ def quantize_within_budget(protected: Tensor, original: Tensor, eps: float | Non
         highest = torch.floor((original + eps) * LEVELS + 1e-4).clamp_max(LEVELS)
         return torch.minimum(torch.maximum(levels, lowest), highest) / LEVELS
     rounded = to_8bit(protected)
-    outside = distance(rounded, original, norm) > eps * (1 + 1e-6)  # both L2 norms: eps bounds `distance`
+    outside = distance(rounded, original, norm) > eps * (1 + 1e-6)  # every L2 norm: eps bounds `distance`
     if not outside.any():
         return rounded
     shift = (protected - original) * LEVELS

@@ -6,11 +6,15 @@ from conftest import accuracy, assert_in_budget
 from torch import nn
 
 from preempt.attacks.adaptive import AdaptiveAttack, StraightThrough
+from preempt.attacks.base import predict
 from preempt.attacks.ifgsm import IFGSM
 from preempt.parts import NonDifferentiableTransformError
 from preempt.receiver_defenses.base import ReceiverDefended
 from preempt.receiver_defenses.bit_depth import BitDepth
+from preempt.receiver_defenses.dct_distortion import DCTDistortion
 from preempt.receiver_defenses.random_crop import RandomCrop
+from preempt.receiver_defenses.random_resize_pad import RandomResizePad
+from preempt.threat import distance
 
 
 class AutogradThrough(nn.Module):
@@ -123,3 +127,73 @@ def test_learned_approximation_needs_its_approximator(digits_models, digits_batc
 def test_bpda_declares_it_needs_no_gradient_through_g_and_eot_does() -> None:
     assert not AdaptiveAttack(None, eps=0.05).needs_gradients
     assert AdaptiveAttack(None, eps=0.05, approximation="none", eot_samples=30).needs_gradients
+
+
+def input_gradient(model: nn.Module, x: torch.Tensor, seed: int = 0) -> torch.Tensor:
+    """∇ₓ of the first logit summed over the batch, with torch's generator at `seed` (the draw of a random g)."""
+    x = x.clone().requires_grad_(True)
+    torch.manual_seed(seed)
+    (grad,) = torch.autograd.grad(model(x)[:, 0].sum(), x)
+    return grad
+
+
+def test_partial_bpda_through_a_differentiable_g_is_autograd_through_it(digits_models, digits_batch) -> None:
+    """Rand's resize-and-pad is differentiable: BPDA approximates nothing there (Athalye et al.), unlike the
+    identity through all of g."""
+    x, victim = digits_batch[0][:8], digits_models["digits_mlp"]
+    receiver = ReceiverDefended(victim, RandomResizePad())
+    exact = input_gradient(AutogradThrough(victim, receiver.transform), x)
+    partial = AdaptiveAttack(receiver, eps=0.1).gradient_model
+    torch.testing.assert_close(input_gradient(partial, x), exact)
+    identity = AdaptiveAttack(receiver, eps=0.1, approximation="identity").gradient_model
+    assert not torch.allclose(input_gradient(identity, x), exact)
+
+
+def test_identity_bpda_passes_the_victims_gradient_at_g_x_through_all_of_g(digits_models, digits_batch) -> None:
+    """`identity` (the second paper's code): the victim's gradient at g(x), as if g were not there; `partial`
+    also carries it back through the distortion, so it differs."""
+    x, victim = digits_batch[0][:8], digits_models["digits_mlp"]
+    receiver = ReceiverDefended(victim, DCTDistortion())
+    torch.manual_seed(0)
+    at_g = receiver.transform.transform(x).requires_grad_(True)
+    (expected,) = torch.autograd.grad(victim(at_g)[:, 0].sum(), at_g)
+    identity = AdaptiveAttack(receiver, eps=0.1, approximation="identity").gradient_model
+    torch.testing.assert_close(input_gradient(identity, x), expected)
+    partial = AdaptiveAttack(receiver, eps=0.1, approximation="partial").gradient_model
+    assert not torch.allclose(input_gradient(partial, x), expected)
+
+
+def test_partial_is_the_default_and_every_bpda_is_named_bpda() -> None:
+    assert AdaptiveAttack(None, eps=0.05).approximation == "partial"
+    assert AdaptiveAttack.label({"eot_samples": 30, "targeted": True}) == "BPDA+EOT targeted"
+    assert AdaptiveAttack.label({"approximation": "identity", "eot_samples": 1}) == "BPDA"
+    assert not AdaptiveAttack(None, eps=0.05, approximation="partial").needs_gradients
+
+
+def test_until_bound_runs_each_image_to_its_success_or_the_budgets_boundary() -> None:
+    torch.manual_seed(0)
+    victim = nn.Sequential(nn.Flatten(), nn.Linear(48, 10))
+    x = 0.25 + 0.5 * torch.rand(32, 3, 4, 4)  # inside the box by more than the budget: the ball's sphere is reachable
+    y = predict(victim, x)
+    target = (y + 1) % 10
+    steps, eps = 200, 0.05
+    attack = AdaptiveAttack(victim, eps=eps, norm="RMS", steps=steps, step_size=0.01, until_bound=True, record_every=3)
+    x_adv = attack(x, y, target)
+    succeeded = predict(victim, x_adv) == target
+    on_boundary = distance(x_adv, x, "RMS") >= (1 - 1e-3) * eps
+    assert (succeeded | on_boundary).all()
+    assert succeeded.any() and not succeeded.all()  # both ways of stopping happen in this batch
+    rounds = attack.rounds_run
+    assert rounds.dtype == torch.long and rounds.shape == (32,)
+    assert (rounds >= 1).all() and (rounds <= steps).all()
+    assert rounds.max() < steps  # the loop ended when no image was left, long before the cap
+    recorded = attack.record.rounds
+    assert recorded[-1] == rounds.max() and all(r % 3 == 0 for r in recorded[:-1])
+    assert len(attack.record.correct) == len(recorded)
+
+
+def test_without_until_bound_an_attack_runs_every_round_and_counts_none(digits_models, digits_batch) -> None:
+    x, y = digits_batch[0][:8], digits_batch[1][:8]
+    attack = AdaptiveAttack(digits_models["digits_mlp"], eps=0.3, steps=6, step_size=0.1, early_stop=False)
+    attack(x, y)
+    assert attack.rounds_run is None and attack.record.rounds == tuple(range(1, 7))

@@ -14,7 +14,7 @@ EPS = 8 / 255
 def test_fgsm_takes_one_step_of_exactly_eps_inside_the_image_box(norm: str, digits_models, digits_batch) -> None:
     x, y = digits_batch
     x = x.clamp(0.1, 0.9)  # away from the box, so clipping cannot shorten the step
-    eps = {"Linf": 0.05, "L2": 0.5, "normalized_L2": 0.05}[norm]
+    eps = {"Linf": 0.05, "L2": 0.5, "normalized_L2": 0.05, "RMS": 0.03}[norm]
     x_adv = FGSM(digits_models["digits_mlp"], eps=eps, norm=norm)(x, y)
     assert_in_budget(x_adv, x, eps, norm)
     assert torch.allclose(distance(x_adv, x, norm), torch.full((len(x),), eps), rtol=1e-4)

@@ -1,4 +1,5 @@
-"""`python -m preempt.commands.pictures` on the digits defaults: both PNGs and the numbers, identical on a rerun."""
+"""`python -m preempt.commands.pictures` on the digits defaults: the three PNGs and the numbers, identical on a
+rerun."""
 
 import json
 from pathlib import Path
@@ -9,6 +10,8 @@ from preempt.commands.pictures import main
 from preempt.reproduce.pictures import (
     FIGURE4_FILE,
     FIGURE5_FILE,
+    FIGURE7_BACKBONES,
+    FIGURE7_FILE,
     NUMBERS_FILE,
     REVERSIONS,
 )
@@ -22,9 +25,9 @@ def pictures(out: Path, zoo_dir: Path) -> dict:
     return json.loads((out / NUMBERS_FILE).read_text())
 
 
-def test_the_command_draws_both_figures_and_repeats(tmp_path: Path, zoo_dir: Path) -> None:
+def test_the_command_draws_the_three_figures_and_repeats(tmp_path: Path, zoo_dir: Path) -> None:
     numbers = pictures(tmp_path / "first", zoo_dir)
-    for name in (FIGURE4_FILE, FIGURE5_FILE):
+    for name in (FIGURE4_FILE, FIGURE5_FILE, FIGURE7_FILE):
         assert (tmp_path / "first" / name).read_bytes().startswith(b"\x89PNG")
     assert numbers["dataset"] == "digits_test" and numbers["eps"] == 0.2 and numbers["attack"] == "AutoAttack"
     images = numbers["figure4"]["images"]
@@ -38,6 +41,13 @@ def test_the_command_draws_both_figures_and_repeats(tmp_path: Path, zoo_dir: Pat
     reversions = numbers["figure5"]["reversions"]
     assert [reversions[option]["knowledge"] for option in REVERSIONS] == ["white-box", "black-box"]
     assert all(len(entry["images"]) == 2 for entry in reversions.values())
+    backbones = numbers["figure7"]["backbones"]
+    assert list(backbones) == list(FIGURE7_BACKBONES)
+    for entry in backbones.values():
+        assert [image["linf_protection"] <= 0.2 for image in entry["images"]] == [True, True]
+        assert -1 <= entry["mean_ssim_to_original"] <= 1
+    # The paper's point: the adversarially trained backbone's perturbation looks more like the digit.
+    assert backbones["digits_cnn_at"]["mean_ssim_to_original"] > backbones["digits_cnn"]["mean_ssim_to_original"]
 
     assert pictures(tmp_path / "again", zoo_dir) == numbers
 

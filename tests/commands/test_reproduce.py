@@ -12,8 +12,9 @@ from pathlib import Path
 import pytest
 from conftest import ROOT
 
-from preempt.commands.reproduce import main, train_first_use_models
+from preempt.commands.reproduce import main, step_curves, train_first_use_models
 from preempt.reproduce.runs import FIRST_USE_TRAINERS, Cell
+from preempt.reproduce.tables import Figure, load_tables
 
 TABLES = Path(__file__).parents[1] / "reproduce" / "tables"
 
@@ -123,3 +124,16 @@ def test_a_stopped_driver_stops_its_table_processes(tmp_path: Path, zoo_dir: Pat
     time.sleep(1)
     assert children and all(not Path(f"/proc/{pid}").exists() for pid in children)
     assert not (out / "quick" / "tiny.md").exists()
+
+
+def test_a_steps_figure_draws_a_curve_per_row_from_the_runs_that_kept_steps() -> None:
+    (table,) = load_tables(["tiny"], TABLES)
+    kept = {"steps": {"step": [1, 2], "protected_clean_acc": [0.5, 0.6], "robust_acc": [0.1, 0.2]}}
+    results = {("none", "pgd"): [{"steps": None}], ("ours", "pgd"): [kept, kept], ("ours", "fgsm"): [kept]}
+    one_run = Figure(file="steps.png", kind="steps", title="Steps", runs=["pgd"])
+    assert step_curves(table, one_run, results) == {"Fast Preemption": [kept, kept]}
+    two_runs = Figure(file="steps.png", kind="steps", title="Steps", runs=["pgd", "fgsm"])
+    assert step_curves(table, two_runs, results) == {
+        "Fast Preemption (pgd)": [kept, kept],
+        "Fast Preemption (fgsm)": [kept],
+    }

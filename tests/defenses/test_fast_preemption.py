@@ -330,3 +330,85 @@ def test_prepare_decides_the_chunk_for_batches_like_the_one_given(tmp_path) -> N
     defense.prepare(torch.rand(3, 3, 8, 8))
     assert defense.chunk_choice["key"]["bound"] == 15  # the tiny backbone's bound exceeds a step's 3 × 5 copies
     assert defense.copies_per_pass == defense.chunk_choice["copies_per_pass"]
+
+
+def eq8_to_12_by_hand(
+    x: torch.Tensor,
+    labels: torch.Tensor,
+    linear: nn.Linear,
+    eps: float,
+    eta: float,
+    step_size: float,
+    iterations: int,
+    directions: list[bool],
+) -> torch.Tensor:
+    """Eqs. 8–12 by hand on a linear model (CE gradient (softmax − onehot)·W): every step runs `iterations` sign
+    steps from x_t itself (x_t,0 = x_t), descending when forward and ascending when backward, each onto the
+    eps-ball around x and [0,1]; then x_t moves towards (forward, Eq. 11) or away from (backward, Eq. 9) the result
+    by eta."""
+
+    def sign_gradient(z: torch.Tensor) -> torch.Tensor:
+        probabilities = torch.softmax(z.flatten(1) @ linear.weight.T + linear.bias, dim=1)
+        return ((probabilities - F.one_hot(labels, 10).to(z.dtype)) @ linear.weight).view_as(z).sign()
+
+    def onto_ball_around_x(z: torch.Tensor) -> torch.Tensor:
+        return (x + (z - x).clamp(-eps, eps)).clamp(0, 1)
+
+    x_t = x
+    for forward in directions:
+        inner = x_t
+        for _ in range(iterations):
+            inner = onto_ball_around_x(inner + (-step_size if forward else step_size) * sign_gradient(inner))
+        x_t = onto_ball_around_x(x_t + (eta if forward else -eta) * (inner - x_t))
+    return x_t
+
+
+def test_bilevel_fp_runs_eq_8_from_x_t_whatever_the_seed(compose_config) -> None:
+    """defense=bilevel_fp starts every step's PGD at x_t (Eq. 8), not at a random point: two seeds give the same
+    images, and they are Eqs. 8–12 iterated by hand (one forward step added to test Eq. 10 too)."""
+    cfg = compose_config(
+        "defense=bilevel_fp", "threat.eps=0.1", "defense.forward_steps=1", "defense.backward_steps=2",
+        "defense.iterations=3",
+    )  # fmt: skip
+    torch.manual_seed(0)
+    linear = nn.Linear(3 * 8 * 8, 10).double()
+    defense = bind(instantiate(cfg.defense), {"backbone": nn.Sequential(nn.Flatten(), linear).requires_grad_(False)})
+    assert (defense.random_start, defense.n_samples, defense.eta, defense.step_size) == (False, 1, 0.1, 0.025)
+    x, labels = torch.rand(4, 3, 8, 8, dtype=torch.float64), torch.randint(0, 10, (4,))
+    torch.manual_seed(1)
+    first = defense(x, labels)
+    torch.manual_seed(2)
+    assert torch.equal(first, defense(x, labels))
+    expected = eq8_to_12_by_hand(x, labels, linear, 0.1, 0.1, 0.025, 3, [True, False, False])
+    torch.testing.assert_close(first, expected)
+    assert not torch.equal(first, x)
+
+
+def test_random_start_false_refuses_n_identical_examples() -> None:
+    with pytest.raises(ValueError, match=r"n_samples=20.*identical.*set n_samples=1"):
+        FastPreemption(None, eps=0.03, random_start=False)
+    assert FastPreemption(None, eps=0.03, random_start=False, n_samples=1).random_start is False
+
+
+def test_snapshots_are_the_iterates_a_shorter_run_returns() -> None:
+    """With record_every=2 over 5 steps the iterates after steps 2, 4 and 5 are kept; each is what a run of only
+    that many steps returns from the same seed (the draws come in step order), and the last is the output."""
+    backbone = tiny_backbone()
+    x, labels = torch.rand(4, 3, 8, 8), torch.randint(0, 10, (4,))
+
+    def run(forward_steps: int, backward_steps: int, **settings) -> tuple[FastPreemption, torch.Tensor]:
+        defense = FastPreemption(
+            backbone, eps=0.05, n_samples=3, forward_steps=forward_steps, backward_steps=backward_steps, **settings
+        )
+        torch.manual_seed(4)
+        return defense, defense(x, labels)
+
+    recording, protected = run(2, 3, record_every=2)
+    assert recording.recorded_steps == (2, 4, 5)
+    assert [step for step, _ in recording.snapshots] == [2, 4, 5]
+    assert torch.equal(recording.snapshots[-1][1], protected)
+    assert torch.equal(recording.snapshots[0][1], run(2, 0)[1])
+    assert torch.equal(recording.snapshots[1][1], run(2, 2)[1])
+    plain, unrecorded = run(2, 3)
+    assert torch.equal(unrecorded, protected)  # keeping iterates changes nothing
+    assert plain.recorded_steps == () and plain.snapshots == []

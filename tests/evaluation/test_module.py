@@ -10,6 +10,7 @@ from hydra.utils import instantiate
 
 from preempt.assembly import bind
 from preempt.commands.evaluate import evaluate
+from preempt.evaluation.metrics import converged_step
 from preempt.evaluation.module import PreemptiveEvaluation
 from preempt.parts import NoDefense
 from preempt.threat import to_8bit
@@ -132,6 +133,50 @@ def test_learned_bpda_gets_the_cached_approximator_of_the_receivers_transform(
     assert requested == [("preempt.receiver_defenses.bit_depth.BitDepth", cfg.dataset._target_, cfg.paths.cache_dir)]
     assert results["run"]["attack"] == "BPDA (learned g′) targeted"
     assert results["rounds"]["round"] == [1, 2]
+    assert 0 < results["metrics"]["test/approximation_ssim"] <= 1 and results["metrics"]["test/approximation_rms"] > 0
+
+
+class _AsModule(torch.nn.Module):
+    """A stand-in approximator g′ that is g itself (a perfect approximation)."""
+
+    def __init__(self, transform) -> None:
+        super().__init__()
+        self.transform = transform
+
+    def forward(self, x):
+        return self.transform.transform(x)
+
+
+def test_a_learned_approximation_is_scored_against_g_on_the_sent_images(digits_models) -> None:
+    """g′(x) against g(x) as Table 1's change is measured: a perfect g′ scores 0 and 1, the identity scores exactly
+    what g changes; an approximation that is not learned adds nothing."""
+    import lightning as L
+
+    from preempt.attacks.adaptive import AdaptiveAttack
+    from preempt.datasets.digits import digits
+    from preempt.evaluation import EvaluationDataModule
+    from preempt.receiver_defenses import ReceiverDefended
+    from preempt.receiver_defenses.bit_depth import BitDepth
+
+    victim, g = digits_models["digits_mlp"], BitDepth(bits=2)
+    metrics = {}
+    for name, approximation, approximator in (
+        ("perfect", "learned", _AsModule(g)),
+        ("identity", "learned", torch.nn.Identity()),
+        ("not learned", "identity", None),
+    ):
+        attack = AdaptiveAttack(ReceiverDefended(victim, g), eps=0.05, steps=1, approximation=approximation,
+                                approximator=approximator)  # fmt: skip
+        module = PreemptiveEvaluation(victim, victim, NoDefense(), attack, num_classes=10, receiver_defense=g)
+        trainer = L.Trainer(accelerator="cpu", devices=1, logger=False, enable_progress_bar=False, inference_mode=False)
+        trainer.test(module, datamodule=EvaluationDataModule(digits(n_samples=16), batch_size=8), verbose=False)
+        metrics[name] = {key: float(value) for key, value in trainer.callback_metrics.items()}
+    perfect, identity = metrics["perfect"], metrics["identity"]
+    assert perfect["test/approximation_rms"] == 0 and perfect["test/approximation_ssim"] == pytest.approx(1)
+    assert identity["test/approximation_rms"] == pytest.approx(identity["test/receiver_change_rms"])
+    assert identity["test/approximation_ssim"] == pytest.approx(identity["test/receiver_change_ssim"])
+    assert identity["test/approximation_rms"] > 0 and identity["test/approximation_ssim"] < 1
+    assert "test/approximation_rms" not in metrics["not learned"]
 
 
 def test_untargeted_success_is_the_complement_of_robust_accuracy_even_for_a_random_receiver(compose_config) -> None:
@@ -189,3 +234,53 @@ def test_the_defense_is_prepared_with_gradients_and_its_preparation_is_not_its_t
         protected, seconds = module.protect(x, torch.zeros(4, dtype=torch.long))
     assert torch.equal(protected, x) and defense.prepared_with_gradients == [True]
     assert seconds < 0.3
+
+
+def test_an_attack_until_the_bound_logs_the_rounds_its_images_ran(digits_models) -> None:
+    import functools
+
+    from preempt.attacks.adaptive import AdaptiveAttack
+
+    attack = functools.partial(
+        AdaptiveAttack, eps=0.3, norm="normalized_L2", steps=40, step_size=0.05, until_bound=True, record_every=10
+    )
+    metrics, module = _evaluate(digits_models["digits_mlp"], attack, digits_models)
+    assert 1 <= metrics["test/attack_rounds"] < 40
+    assert module.rounds["round"] == [10, 20, 30, 40]  # the planned rounds, whenever each batch ended
+    capped, _ = _evaluate(digits_models["digits_mlp"], functools.partial(attack, until_bound=False), digits_models)
+    assert "test/attack_rounds" not in capped
+
+
+# Figure 8's per-step curve: 16 digits in two batches, Fast Preemption's 3 steps with N 4, PGD-3: a run in seconds.
+STEPS_RUN = (
+    "dataset.n_samples=16", "batch_size=8", "defense.n_samples=4", "attack=pgd", "attack.steps=3", "logger=none"
+)  # fmt: skip
+
+
+def test_every_kept_step_is_scored_and_the_last_is_the_runs_own_numbers(compose_config, tmp_path: Path) -> None:
+    """With a deterministic attack (PGD from the image itself) the last step's accuracies are the run's; the curve
+    is in results.json, and the cache is bypassed (it holds no iterates)."""
+    cfg = compose_config(
+        *STEPS_RUN, "attack.random_start=false", "defense.record_every=2", "protection_cache=true",
+        f"paths.protected_dir={tmp_path / 'protected'}",
+    )  # fmt: skip
+    results = evaluate(cfg)
+    steps, metrics = results["steps"], results["metrics"]
+    assert steps["step"] == [2, 3]
+    assert steps["protected_clean_acc"][-1] == pytest.approx(metrics["test/protected_clean_acc"])
+    assert steps["robust_acc"][-1] == pytest.approx(metrics["test/robust_acc"])
+    assert all(0 <= value <= 1 for value in steps["protected_clean_acc"] + steps["robust_acc"])
+    assert json.loads((Path(cfg.paths.output_dir) / "results.json").read_text())["steps"] == steps
+    assert metrics["test/protection_cache_hit"] == 0 and not list((tmp_path / "protected").rglob("*.pt"))
+    assert metrics["test/steps_to_converge"] == converged_step(steps["step"], steps["robust_acc"])
+
+
+def test_scoring_the_steps_changes_none_of_the_runs_numbers(compose_config, tmp_path: Path) -> None:
+    """The iterates are attacked after everything else in the batch: a random-start attack draws the same starts."""
+    recorded = evaluate(compose_config(*STEPS_RUN, "defense.record_every=1"))
+    cfg = compose_config(*STEPS_RUN)
+    cfg.paths.output_dir = str(tmp_path / "plain")
+    plain = evaluate(cfg)
+    assert recorded["steps"]["step"] == [1, 2, 3] and plain["steps"] is None
+    assert recorded["metrics"].pop("test/steps_to_converge") in (1, 2, 3)
+    assert without_timings(recorded["metrics"]) == without_timings(plain["metrics"])

@@ -44,3 +44,34 @@ def test_eight_bits_on_eight_bit_images_is_the_identity(cifar_batch) -> None:
 def test_bits_outside_1_to_8_are_refused(bits: int) -> None:
     with pytest.raises(pydantic.ValidationError, match="bits"):
         BitDepth(bits=bits)
+
+
+def test_floor_and_round_differ_on_known_values() -> None:
+    x = torch.tensor([0.2, 0.5, 0.75, 1.0]).reshape(1, 1, 2, 2)
+    rounded = BitDepth(bits=3).transform(x).flatten()
+    floored = BitDepth(bits=3, rounding="floor").transform(x).flatten()
+    torch.testing.assert_close(rounded, torch.tensor([1 / 7, 4 / 7, 5 / 7, 1.0]))
+    # 255·x = 51, 127.5, 191.25, 255: truncated to 51, 127, 191, 255, then the low 5 bits cleared.
+    torch.testing.assert_close(floored, torch.tensor([32, 96, 160, 224]) / 255)
+
+
+@pytest.mark.parametrize("bits", [1, 3, 5, 8])
+def test_floor_is_the_integer_shift_of_8_bit_values(bits: int) -> None:
+    values = torch.arange(256)
+    x = (values / 255).reshape(1, 1, 16, 16)
+    shift = 8 - bits
+    expected = ((values >> shift) << shift).reshape(1, 1, 16, 16) / 255
+    assert torch.equal(BitDepth(bits=bits, rounding="floor").transform(x), expected)
+
+
+def test_floor_never_brightens_and_keeps_shape_dtype_and_range(cifar_batch) -> None:
+    for x in (cifar_batch[0], cifar_batch[0].double()):
+        out = BitDepth(bits=3, rounding="floor").transform(x)
+        assert out.shape == x.shape and out.dtype == x.dtype
+        assert out.min() >= 0 and out.max() <= 224 / 255 + 1e-7 and (out <= x).all()
+        assert out.unique().numel() == 8
+
+
+def test_an_unknown_rounding_is_refused_naming_the_key() -> None:
+    with pytest.raises(pydantic.ValidationError, match="rounding"):
+        BitDepth(rounding="ceil")

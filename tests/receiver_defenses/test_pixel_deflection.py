@@ -7,6 +7,8 @@ import pytest
 import torch
 from skimage.restoration import denoise_wavelet
 
+from preempt.parts import NonDifferentiableTransformError
+from preempt.receiver_defenses import ReceiverDefended
 from preempt.receiver_defenses.pixel_deflection import PixelDeflection, deflect, wavelet_denoise
 
 
@@ -81,3 +83,76 @@ def test_wavelet_denoise_removes_part_of_sigma_004_noise(channels: int, cifar_ba
 def test_the_defaults_are_the_authors_settings() -> None:
     transform = PixelDeflection()
     assert (transform.deflections, transform.window, transform.sigma) == (200, 10, 0.04)
+
+
+def authors_setting(deflections: int = 600) -> PixelDeflection:
+    """The second paper's code's setting (pixel_deflection_qiu2020.yaml): no denoiser, counted per channel."""
+    return PixelDeflection(deflections=deflections, window=10, sigma=None, per_channel=True)
+
+
+def test_per_channel_deflects_that_many_values_in_every_channel_at_independent_positions() -> None:
+    batch, channels, side, deflections = 8, 3, 64, 100
+    x = unique_ids(batch, channels, side, side).contiguous()
+    torch.manual_seed(0)
+    changed = authors_setting(deflections).transform(x) != x
+    per_channel = changed.sum((2, 3))
+    assert (per_channel <= deflections).all() and (per_channel > 0.9 * deflections).all(), per_channel
+    torch.manual_seed(0)
+    in_all = (PixelDeflection(deflections=deflections, sigma=None).transform(x) != x).sum((1, 2, 3))
+    assert (in_all <= deflections).all(), "per_channel=false counts the values of all channels together"
+    # Not whole pixels: the authors' loop draws a new position for each channel.
+    whole = changed.all(1).sum().item()
+    assert whole < 0.1 * changed.any(1).sum().item(), whole
+
+
+def test_without_denoiser_untouched_values_stay_exact_and_moved_ones_are_copies() -> None:
+    x = unique_ids(4, 3, 32, 32).contiguous()
+    torch.manual_seed(0)
+    out = authors_setting(50).transform(x)
+    changed = out != x
+    assert changed.any() and torch.equal(out[~changed], x[~changed])
+    assert torch.isin(out, x).all(), "every output value is a copy of an input value"
+    assert not torch.equal(PixelDeflection(deflections=50).transform(x)[~changed], x[~changed]), "the denoiser would"
+
+
+def test_without_denoiser_gradients_count_copies_even_where_positions_repeat(cifar_batch) -> None:
+    # 600 deflections per channel on 32×32 images: many positions are drawn twice; each keeps one copy.
+    x = cifar_batch[0][:4].double().requires_grad_(True)
+    transform = authors_setting()
+    assert transform.differentiable and not PixelDeflection().differentiable
+    torch.manual_seed(0)
+    out = transform.transform(x)
+    (grad,) = torch.autograd.grad(out.sum(), x)
+    assert torch.equal(grad, grad.round()) and (grad >= 0).all()
+    assert grad.sum().item() == x.numel(), "each output value copies exactly one input value"
+    victim = torch.nn.Sequential(torch.nn.Flatten(), torch.nn.Linear(3 * 32 * 32, 10)).double()
+    (through,) = torch.autograd.grad(ReceiverDefended(victim, transform)(x).sum(), x)
+    assert through.abs().sum() > 0
+    with pytest.raises(NonDifferentiableTransformError):
+        ReceiverDefended(victim, PixelDeflection())(x)
+
+
+@pytest.mark.parametrize("dtype", [torch.float32, torch.float64])
+def test_the_authors_setting_keeps_shape_dtype_and_range(dtype: torch.dtype, cifar_batch) -> None:
+    x = cifar_batch[0].to(dtype)
+    torch.manual_seed(0)
+    out = authors_setting().transform(x)
+    assert out.shape == x.shape and out.dtype == dtype
+    assert out.min() >= 0 and out.max() <= 1 and not torch.equal(out, x)
+
+
+def test_partial_bpda_differentiates_the_deflection_and_passes_the_denoiser_straight_through(cifar_batch) -> None:
+    """∇ₓ Σ w·g(x) through `approximated` is the deflection's own gradient (each copy carries its weight back to
+    its source), for the draw that gave the value (`transform`'s under the same seed): not the identity."""
+    transform = PixelDeflection()
+    x = cifar_batch[0][:2].clone().requires_grad_(True)
+    weights = torch.randn_like(x)
+    torch.manual_seed(5)
+    value = transform.approximated(x)
+    (grad,) = torch.autograd.grad((weights * value).sum(), x)
+    torch.manual_seed(5)
+    torch.testing.assert_close(value, transform.transform(x.detach()))
+    torch.manual_seed(5)
+    (expected,) = torch.autograd.grad((weights * deflect(x, transform.deflections, transform.window)).sum(), x)
+    torch.testing.assert_close(grad, expected)
+    assert not torch.allclose(grad, weights)

@@ -7,7 +7,14 @@ import pytest
 import torch
 from skimage.restoration import denoise_tv_chambolle
 
-from preempt.receiver_defenses.total_variation import TotalVariation, divergence, gradient, masked_tv_reconstruction
+from preempt.receiver_defenses.total_variation import (
+    TotalVariation,
+    divergence,
+    drop_mask,
+    gradient,
+    masked_tv_reconstruction,
+    split_bregman_reconstruction,
+)
 
 
 @pytest.fixture(autouse=True)
@@ -88,3 +95,97 @@ def test_the_rebuilt_image_hardly_depends_on_the_dropped_pixels_values(cifar_bat
     dropped_difference = (difference.abs() * (1 - kept)).sum() / (1 - kept).sum()
     assert dropped_difference < 5e-3, dropped_difference.item()
     assert (scrambled - x).abs().mean() > 0.1, "precondition: the dropped pixels really were scrambled"
+
+
+def authors_setting(**changes) -> TotalVariation:
+    """The second paper's code's setting (total_variation_qiu2020.yaml)."""
+    settings = {"weight": 0.015, "shared_mask": True, "solver": "split_bregman", "start": "image", "tolerance": 1e-3}
+    return TotalVariation(**settings | changes)
+
+
+def test_a_shared_mask_drops_the_same_pixels_in_every_channel() -> None:
+    torch.manual_seed(0)
+    x = torch.rand(4, 3, 16, 16)
+    shared, separate = drop_mask(x, 0.5, shared=True), drop_mask(x, 0.5, shared=False)
+    assert shared.shape == (4, 1, 16, 16) and separate.shape == x.shape
+    assert 0.4 < shared.mean() < 0.6 and 0.4 < separate.mean() < 0.6
+    assert not (separate == separate[:, :1]).all(), "per-channel masks differ between channels"
+
+
+@pytest.mark.parametrize("solver", ["primal_dual", "split_bregman"])
+def test_with_a_shared_mask_a_gray_image_stays_gray(solver: str) -> None:
+    torch.manual_seed(0)
+    gray = torch.rand(2, 1, 16, 16).expand(-1, 3, -1, -1)
+    out = TotalVariation(shared_mask=True, solver=solver).transform(gray)
+    assert torch.equal(out, out[:, :1].expand_as(out)), "the same pixels dropped in every channel"
+    colored = TotalVariation(solver=solver).transform(gray)
+    assert not torch.equal(colored, colored[:, :1].expand_as(colored))
+
+
+@pytest.mark.parametrize(
+    ("image", "kept", "weight", "expected"),
+    [
+        # Each row is [0.2, 0.8] with TV weight w: both move by w toward each other (while 2w < 0.6).
+        ([[0.2, 0.8], [0.2, 0.8]], [[1, 1], [1, 1]], 0.05, [[0.25, 0.75], [0.25, 0.75]]),
+        # A step between 3-pixel plateaus along every row: each plateau moves by w/3 (1D ROF with Neumann ends).
+        ([[0.2] * 3 + [0.8] * 3] * 6, [[1] * 6] * 6, 0.3, [[0.3] * 3 + [0.7] * 3] * 6),
+        # A dropped pixel between two kept 0.2s is filled with 0.2, whatever it held.
+        ([[0.2, 0.9, 0.2]], [[1, 0, 1]], 0.05, [[0.2, 0.2, 0.2]]),
+    ],
+)
+@pytest.mark.parametrize("start", ["mean", "image"])
+def test_split_bregman_converges_to_the_hand_solutions(image, kept, weight, expected, start: str) -> None:
+    image, kept, expected = (torch.tensor(a, dtype=torch.float64)[None, None] for a in (image, kept, expected))
+    out = split_bregman_reconstruction(image, kept, weight, iterations=500, start=start)
+    torch.testing.assert_close(out, expected, rtol=0, atol=1e-7)
+
+
+def test_split_bregman_reduces_the_anisotropic_tv_of_a_noisy_image(cifar_batch) -> None:
+    torch.manual_seed(0)
+    clean = cifar_batch[0][:8].double()
+    noisy = (clean + 0.1 * torch.randn_like(clean)).clamp(0, 1)
+    out = authors_setting().transform(noisy)
+    assert (total_variation(out) < 0.6 * total_variation(noisy)).all()
+    assert (out - clean).abs().mean() < (noisy - clean).abs().mean()
+
+
+def test_the_tolerance_stops_each_image_on_its_own() -> None:
+    torch.manual_seed(0)
+    x = torch.rand(3, 3, 16, 16, dtype=torch.float64)
+    x[1] = 0.5  # constant: the first sweep leaves it unchanged, so it stops at once
+    kept = drop_mask(x, 0.5, shared=True)
+
+    def run(images: torch.Tensor, masks: torch.Tensor, iterations: int, tolerance: float) -> torch.Tensor:
+        return split_bregman_reconstruction(images, masks, 0.015, iterations, "image", tolerance)
+
+    batched = run(x, kept, 100, 1e-3)
+    for i in range(3):
+        assert torch.equal(batched[i], run(x[i : i + 1], kept[i : i + 1], 100, 1e-3)[0])
+    assert torch.equal(run(x, kept, 100, 10.0), run(x, kept, 1, 0.0)), "a huge tolerance stops after one sweep"
+    assert not torch.equal(batched, run(x, kept, 100, 0.0)), "a tolerance of 1e-3 stops before 100 sweeps"
+
+
+@pytest.mark.parametrize("solver", ["primal_dual", "split_bregman"])
+def test_starting_from_the_image_lets_dropped_values_leak_and_from_the_mean_not(solver: str, cifar_batch) -> None:
+    x = cifar_batch[0][:2].double()
+    torch.manual_seed(0)
+    kept = drop_mask(x, 0.5, shared=True)
+    scrambled = kept * x + (1 - kept) * torch.rand_like(x)
+    reconstruct = split_bregman_reconstruction if solver == "split_bregman" else masked_tv_reconstruction
+    for start, leaks in (("mean", False), ("image", True)):
+        same = torch.equal(reconstruct(x, kept, 0.015, 5, start), reconstruct(scrambled, kept, 0.015, 5, start))
+        assert same is not leaks, start
+
+
+@pytest.mark.parametrize("dtype", [torch.float32, torch.float64])
+def test_the_authors_setting_keeps_shape_dtype_and_range(dtype: torch.dtype, cifar_batch) -> None:
+    x = cifar_batch[0].to(dtype)
+    torch.manual_seed(0)
+    out = authors_setting().transform(x)
+    assert out.shape == x.shape and out.dtype == dtype
+    assert torch.isfinite(out).all() and out.min() >= 0 and out.max() <= 1 and not torch.equal(out, x)
+
+
+def test_a_tolerance_without_split_bregman_is_refused() -> None:
+    with pytest.raises(ValueError, match=r"tolerance=0\.001 stops the split Bregman solver early"):
+        TotalVariation(tolerance=1e-3)

@@ -10,6 +10,7 @@ from preempt.reproduce.pictures import (
     REVERSIONS,
     composed,
     first_images,
+    luma,
     ntsc_gray,
     perturbation_similarity,
     prepared,
@@ -38,6 +39,14 @@ def test_ntsc_gray_maps_the_budget_to_0_1(channels: int) -> None:
     full = torch.full((1, channels, 2, 2), eps)
     torch.testing.assert_close(ntsc_gray(full, eps), torch.ones(1, 2, 2))
     torch.testing.assert_close(ntsc_gray(-full, eps), torch.zeros(1, 2, 2))
+
+
+def test_luma_is_figure_7s_gray_original() -> None:
+    """The gray an image is compared with in Figure 7: NTSC luma, and a 1-channel image itself."""
+    image = torch.tensor([[[1.0, 0.0]], [[0.5, 0.0]], [[0.0, 1.0]]])
+    torch.testing.assert_close(luma(image), torch.tensor([[0.299 + 0.587 * 0.5, 0.114]]))
+    gray = torch.rand(2, 1, 4, 4)
+    assert torch.equal(luma(gray), gray[:, 0])
 
 
 def test_ntsc_gray_refuses_other_channel_counts() -> None:

@@ -9,7 +9,7 @@ import yaml
 
 from preempt.commands.reproduce import render_all
 from preempt.config import composer
-from preempt.reproduce.render import Stat, condition_holds
+from preempt.reproduce.render import Stat, claim_verdict, condition_holds
 from preempt.reproduce.runs import table_cells
 from preempt.reproduce.tables import Condition, load_table
 
@@ -121,6 +121,12 @@ def stats(**means: float) -> dict:
         ({"lowest": "x"}, False),
         ({"best": "x", "among": ["a", "b"]}, True),
         ({"greater": ["a.x", "c.x"]}, None),
+        ({"greater": ["a.x", "b.x"], "factor": 1.2}, True),
+        ({"greater": ["a.x", "b.x"], "factor": 1.3}, False),
+        ({"less": ["b.x", "a.x"], "factor": 1.2}, True),
+        ({"less": ["b.x", "a.x"], "factor": 1.3}, False),
+        ({"closer": ["a.x", "b.x", 48]}, True),
+        ({"closer": ["b.x", "a.x", 48]}, False),
     ],
 )
 def test_claims_compare_means_and_say_so_when_a_cell_is_missing(condition: dict, expected) -> None:
@@ -128,8 +134,27 @@ def test_claims_compare_means_and_say_so_when_a_cell_is_missing(condition: dict,
     assert condition_holds(Condition(**condition), "a", ["a", "b"], means) is expected
 
 
+def test_a_claim_says_which_checks_its_scale_leaves_out() -> None:
+    """A condition limited to other scales is not tested; a comparison with a row the scale does not run is left
+    out and a ranking drops that row, and the verdict says both, never a bare "yes" for less than the claim."""
+    from preempt.reproduce.tables import Claim, Row
+
+    holds = [
+        {"best": "x", "among": ["a", "b", "paper_only"]},
+        {"greater": ["a.x", "paper_only.x"]},
+        {"within": ["a.x", "b.x", 1], "scales": ["paper"]},
+    ]
+    row = Row(key="a", name="a", claim=Claim(says="a wins", holds=[Condition(**c) for c in holds]))
+    means = stats(a__x=50.0, b__x=40.0)
+    verdict = claim_verdict(row, ["a", "b"], means, "quick")
+    assert verdict == "yes (1 of 3 checks at this scale; ranked without paper_only, not run at this scale)"
+    assert claim_verdict(row, ["a", "b"], means, "paper").startswith("no")
+    only_paper = Row(key="a", name="a", claim=Claim(says="s", holds=[Condition(**holds[2])]))
+    assert claim_verdict(only_paper, ["a", "b"], means, "quick") == "— (not checked at this scale)"
+
+
 def test_figures_4_and_5_join_the_index_from_their_numbers_without_drawing_again(tmp_path: Path) -> None:
-    from preempt.commands.reproduce import PICTURES_PRESET, draw_pictures
+    from preempt.commands.reproduce import PICTURES_BACKBONES, PICTURES_PRESET, draw_pictures
     from preempt.reproduce.pictures import NUMBERS_FILE
 
     assert draw_pictures("quick", [], tmp_path, tmp_path / "logs", draw=False) == ([], "")
@@ -142,9 +167,13 @@ def test_figures_4_and_5_join_the_index_from_their_numbers_without_drawing_again
         "attack": "AutoAttack",
         "figure4": {"images": [{}, {}], "mean_ssim": 0.79, "success_rate": 1.0},
         "figure5": {"two_runs": {"mean_cosine": 0.96, "mean_sign_agreement": 0.94}, "reversions": {"w": reversion}},
+        "figure7": {"backbones": {name: {"mean_ssim_to_original": 0.1} for name in PICTURES_BACKBONES["quick"]}},
     }
     (tmp_path / "figures_4_5").mkdir()
     (tmp_path / "figures_4_5" / NUMBERS_FILE).write_text(json.dumps(numbers))
     figures, section = draw_pictures("quick", [], tmp_path, tmp_path / "logs", draw=False)
-    assert [path.name for path in figures] == ["figure4_perturbations.png", "figure5_reversion.png"]
+    assert [path.name for path in figures] == [
+        "figure4_perturbations.png", "figure5_reversion.png", "figure7_backbones.png"
+    ]  # fmt: skip
+    assert "mean SSIM 0.79 (the paper's: 0.962)" in section and "digits_cnn_at 0.1" in section
     assert "mean cosine 0.96" in section and "white-box 25%" in section and "survive AutoAttack: 100%" in section

@@ -4,7 +4,7 @@ import time
 from pathlib import Path
 
 import pytest
-from conftest import ROOT, TRANSFORMS, option_target, refusal
+from conftest import ROOT, TRANSFORMS, option_node, refusal
 from hydra.utils import instantiate
 
 from preempt.commands.evaluate import evaluate
@@ -30,6 +30,9 @@ from preempt.validation import validate_config
         ("backbone=ground_truth", "can only be the classifier"),
         ("victim=ground_truth", "can only be the classifier"),
         ("defense.forward_steps=0 defense.backward_steps=0", "defense=none"),
+        ("defense.random_start=false", "set n_samples=1"),
+        ("defense.record_every=0", "defense.record_every=0"),
+        ("defense=bilevel_fp defense.record_every=10", None),
     ],
 )
 def test_bad_settings_are_refused_before_any_model_is_built(
@@ -83,7 +86,8 @@ def test_evaluating_on_the_zoo_training_split_is_flagged(compose_config) -> None
     assert "trained on these images" in warning and "dataset.split=test" in warning
 
 
-DIFFERENTIABLE = {name for name in TRANSFORMS if option_target("receiver_defense", name).differentiable}
+# An option's own instance says it (pixel deflection without its denoiser is differentiable, its class is not).
+DIFFERENTIABLE = {name for name in TRANSFORMS if instantiate(option_node("receiver_defense", name)).differentiable}
 
 
 @pytest.mark.parametrize("option", TRANSFORMS)

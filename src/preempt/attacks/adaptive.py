@@ -2,13 +2,18 @@
 
 The three are one gradient-descent attack with two independent gradient estimators, so `attack=bpda`,
 `attack=eot` and `attack=bpda_eot` are three settings files of this one class:
-- BPDA runs the forward pass through g and the backward pass through an approximation g′ (the identity, or a
-  learned auto-encoder: `preempt.attacks.approximator`), which a non-differentiable g needs;
+- BPDA runs the forward pass through g and the backward pass through an approximation g′, which a
+  non-differentiable g needs. `approximation=partial` replaces only g's non-differentiable stages by the
+  identity and differentiates the rest (Athalye et al.'s definition: `InputTransform.approximated`);
+  `identity` replaces the whole g by the identity (the second paper's authors' code); `learned` by a trained
+  auto-encoder (`preempt.attacks.approximator`);
 - EOT averages the gradient over `eot_samples` draws of a random g (the second paper uses 30).
 Each round moves the image by `lr` times the raw loss gradient (the paper's learning rate 0.1, as in Athalye
-et al.'s code) and projects it into the budget; with `early_stop` an image stops at its first success. Raw
-gradients vanish on confidently classified images (saturated softmax); `step_size` swaps in the FGSM step of
-PGD (the norm's steepest direction, a fixed length), which does not depend on the gradient's scale.
+et al.'s code) and projects it into the budget; with `early_stop` an image stops at its first success, and with
+`until_bound` at the budget's boundary too, `steps` being only a cap (the paper continues its attacks "until
+the images with perturbations reach the l2 bound"). Raw gradients vanish on confidently classified images
+(saturated softmax); `step_size` swaps in the FGSM step of PGD (the norm's steepest direction, a fixed length),
+which does not depend on the gradient's scale.
 """
 
 from __future__ import annotations
@@ -41,9 +46,22 @@ class StraightThrough(nn.Module):
         return self.victim(approximated + (self.transform(x) - approximated).detach())
 
 
+class PartiallyApproximated(nn.Module):
+    """victim(g(x)) in the forward pass; in the backward pass, g's differentiable stages as they are and the
+    identity through its non-differentiable ones (`InputTransform.approximated`)."""
+
+    def __init__(self, victim: nn.Module, transform: InputTransform) -> None:
+        super().__init__()
+        self.victim = victim
+        self.transform = transform
+
+    def forward(self, x: Tensor) -> Tensor:
+        return self.victim(self.transform.approximated(x))
+
+
 class AdaptiveAttack(IterativeAttack):
     """`steps` rounds of x ← Π(x ∓ lr·∇ₓ loss) (or FGSM steps of `step_size`), with BPDA (`approximation`)
-    and/or EOT (`eot_samples`).
+    and/or EOT (`eot_samples`); with `until_bound`, at most `steps`, and `rounds_run` holds each image's count.
 
     Without a receiver-side defense (or with `threat.oblivious`) there is no g to approximate or average:
     the attack is then plain gradient descent on the victim. `approximator` (the learned g′) is bound at test
@@ -61,7 +79,7 @@ class AdaptiveAttack(IterativeAttack):
     @classmethod
     def method_name(cls, settings: Mapping[str, Any]) -> str:
         """The gradient estimators it uses (BPDA, EOT, BPDA+EOT), as the second paper names its attacks."""
-        approximation = settings.get("approximation", "identity")
+        approximation = settings.get("approximation", "partial")
         estimators = ["BPDA"] if approximation != "none" else []
         estimators += ["EOT"] if settings.get("eot_samples", 1) > 1 else []
         name = "+".join(estimators) or "GradientDescent"
@@ -76,14 +94,15 @@ class AdaptiveAttack(IterativeAttack):
         steps: AtLeastOne = 50,
         lr: Positive = 0.1,
         step_size: Positive | None = None,
-        approximation: Literal["none", "identity", "learned"] = "identity",
+        approximation: Literal["none", "partial", "identity", "learned"] = "partial",
         eot_samples: AtLeastOne = 1,
         targeted: bool = True,
         early_stop: bool = True,
         record_every: AtLeastOne | None = 1,
+        until_bound: bool = False,
         approximator: nn.Module | None = None,
     ) -> None:
-        super().__init__(model, eps, norm, steps, targeted, early_stop, record_every)
+        super().__init__(model, eps, norm, steps, targeted, early_stop, record_every, until_bound)
         self.lr = lr
         self.step_size = step_size
         self.approximation = approximation
@@ -96,12 +115,14 @@ class AdaptiveAttack(IterativeAttack):
     @property
     def gradient_model(self) -> nn.Module:
         if self._gradient_model is None:
-            self._gradient_model = self._straight_through() if self.approximation != "none" else self.model
+            self._gradient_model = self._approximated() if self.approximation != "none" else self.model
         return self._gradient_model
 
-    def _straight_through(self) -> nn.Module:
+    def _approximated(self) -> nn.Module:
         if not isinstance(self.model, ReceiverDefended):
             return self.model
+        if self.approximation == "partial":
+            return PartiallyApproximated(self.model.victim, self.model.transform)
         if self.approximation == "identity":
             return StraightThrough(self.model.victim, self.model.transform, nn.Identity())
         if self.approximator is None:

@@ -12,6 +12,7 @@ from torch import Tensor, nn
 
 from preempt.attacks.base import Attack
 from preempt.parts.constraints import ARBITRARY_TYPES, Eps, Norm
+from preempt.threat import radius
 
 PACKAGE_LOGGER = "auto-attack"
 # The attacks each version runs, in the package's order (AutoAttack.set_version).
@@ -38,9 +39,10 @@ class AutoAttack(Attack):
     the sample indices: the attack then gives the same result whatever the batch order or process count.
     The package's warnings are kept in `package_warnings` rather than printed per batch; the evaluation runs
     the same checks once and reports them (`square_beat_white_box` is the one only a full run can tell).
+    An RMS budget is the L2 ball of radius eps·√(C·H·W), which the package runs as its L2 threat model.
     """
 
-    norms: ClassVar[tuple[str, ...]] = ("Linf", "L2")
+    norms: ClassVar[tuple[str, ...]] = ("Linf", "L2", "RMS")
 
     @classmethod
     def method_name(cls, settings: Mapping[str, Any]) -> str:
@@ -76,8 +78,9 @@ class AutoAttack(Attack):
     def perturb(self, x: Tensor, y: Tensor, target: Tensor | None) -> Tensor:
         from pyautoattack import AutoAttack as PackageAutoAttack
 
+        eps, norm = (radius(self.eps, self.norm, x), "L2") if self.norm == "RMS" else (self.eps, self.norm)
         adversary = PackageAutoAttack(
-            self.model, eps=self.eps, norm=self.norm, version=self.version, device=x.device, seed=torch.initial_seed()
+            self.model, eps=eps, norm=norm, version=self.version, device=x.device, seed=torch.initial_seed()
         )
         if self.attacks is not None:  # the version's settings, fewer of its attacks
             adversary.attacks_to_run = list(self.attacks)

@@ -13,7 +13,11 @@ from torch import Tensor, nn
 from preempt import randomness
 from preempt.parts import Part
 from preempt.parts.constraints import Eps, Norm
-from preempt.threat import NORMS, project, validate_budget
+from preempt.threat import NORMS, distance, project, validate_budget
+
+# An image "on the boundary" of its budget: within this fraction of eps (float steps and projections rarely
+# land exactly on it).
+BOUNDARY_TOLERANCE = 1e-3
 
 
 def random_targets(y: Tensor, num_classes: int) -> Tensor:
@@ -109,10 +113,13 @@ class IterativeAttack(Attack):
     """An attack made of rounds; optionally stops each image at its first success and records every k-th round.
 
     With `early_stop` an image keeps its first successful example, as judged by `judge` (the second paper's
-    protocol: stop when the AE is predicted as the target within the budget). With `record_every=k`, `record`
-    holds the batch's counts after rounds k, 2k, ... and the last (Figure 3), from a fresh prediction of the
-    attacked model on every current example: for a random receiver-side defense that is a new draw, so the
-    curve shows what the receiver would decide, not the draw the attack stopped on.
+    protocol: stop when the AE is predicted as the target within the budget). With `until_bound` an image also
+    stops once its perturbation reaches the budget's boundary (distance ≥ (1 − 1e-3)·eps), the loop ends when no
+    image is left, `steps` is only a cap, and `rounds_run` holds each image's rounds after a call. With
+    `record_every=k`, `record` holds the batch's counts after rounds k, 2k, ... and the last round run (Figure
+    3), from a fresh prediction of the attacked model on every current example: for a random receiver-side
+    defense that is a new draw, so the curve shows what the receiver would decide, not the draw the attack
+    stopped on.
     """
 
     def __init__(
@@ -124,15 +131,19 @@ class IterativeAttack(Attack):
         targeted: bool = False,
         early_stop: bool = False,
         record_every: int | None = None,
+        until_bound: bool = False,
     ) -> None:
         super().__init__(model, eps, norm, targeted)
         self.steps = steps
         self.early_stop = early_stop
         self.record_every = record_every
+        self.until_bound = until_bound
         self.record: RoundRecord | None = None
+        self.rounds_run: Tensor | None = None
 
     @property
     def recorded_rounds(self) -> tuple[int, ...]:
+        """The rounds `record` holds when the loop runs all `steps` (with `until_bound` it may end sooner)."""
         if self.record_every is None:
             return ()
         return tuple(r for r in range(1, self.steps + 1) if r % self.record_every == 0 or r == self.steps)
@@ -149,6 +160,16 @@ class IterativeAttack(Attack):
         """The predictions an early stop is decided on: one call of the attacked model."""
         return predict(self.model, x_adv)
 
+    def stops(self, x_adv: Tensor, x: Tensor, y: Tensor, target: Tensor | None) -> Tensor:
+        """Which of these images stop after this round: at their first success (`early_stop`), or on the
+        budget's boundary (`until_bound`)."""
+        stopped = torch.zeros(len(x_adv), dtype=torch.bool, device=x_adv.device)
+        if self.early_stop:
+            stopped |= attack_succeeded(self.judge(x_adv), y, target)
+        if self.until_bound:
+            stopped |= distance(x_adv, x, self.norm) >= (1 - BOUNDARY_TOLERANCE) * self.eps
+        return stopped
+
     def perturb(self, x: Tensor, y: Tensor, target: Tensor | None) -> Tensor:
         return self.run_rounds(x, self.start(x), y, target)
 
@@ -159,24 +180,27 @@ class IterativeAttack(Attack):
     def run_rounds(self, x: Tensor, first: Tensor, y: Tensor, target: Tensor | None) -> Tensor:
         goal = target if target is not None else y
         x_adv = project(first, x, self.eps, self.norm)
-        recorded = self.recorded_rounds
         active = torch.ones(len(x), dtype=torch.bool, device=x.device)
-        correct, success = [], []
+        rounds_run = torch.zeros(len(x), dtype=torch.long, device=x.device)
+        recorded, correct, success = [], [], []
         for round_ in range(1, self.steps + 1):
             index = active.nonzero().squeeze(1)
             if len(index):
                 x_adv = x_adv.index_copy(0, index, self.step(x_adv[index], x[index], goal[index], target is not None))
-                if self.early_stop:
-                    stopped = attack_succeeded(
-                        self.judge(x_adv[index]), y[index], None if target is None else target[index]
-                    )
-                    active[index[stopped]] = False
-            if round_ in recorded:
+                rounds_run[index] += 1
+                stopped = self.stops(x_adv[index], x[index], y[index], None if target is None else target[index])
+                active[index[stopped]] = False
+            ended = self.until_bound and not active.any()
+            if self.record_every is not None and (round_ % self.record_every == 0 or round_ == self.steps or ended):
                 predictions = predict(self.model, x_adv)
+                recorded.append(round_)
                 correct.append(int((predictions == y).sum()))
                 success.append(int(attack_succeeded(predictions, y, target).sum()))
+            if ended:
+                break
         if recorded:
-            self.record = RoundRecord(recorded, torch.tensor(correct), torch.tensor(success), len(x))
+            self.record = RoundRecord(tuple(recorded), torch.tensor(correct), torch.tensor(success), len(x))
+        self.rounds_run = rounds_run if self.until_bound else None
         return x_adv
 
 

@@ -28,7 +28,7 @@ class CarliniWagner(Attack):
     nothing). Raise it for final numbers.
     """
 
-    norms: ClassVar[tuple[str, ...]] = ("L2", "normalized_L2")
+    norms: ClassVar[tuple[str, ...]] = ("L2", "normalized_L2", "RMS")
 
     @validate_call(config=ARBITRARY_TYPES)
     def __init__(

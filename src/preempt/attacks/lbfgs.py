@@ -103,7 +103,7 @@ class LBFGS(Attack):
     Gradients come from torch autograd with respect to the input only; SciPy works in float64.
     """
 
-    norms: ClassVar[tuple[str, ...]] = ("L2", "normalized_L2")
+    norms: ClassVar[tuple[str, ...]] = ("L2", "normalized_L2", "RMS")
 
     @validate_call(config=ARBITRARY_TYPES)
     def __init__(

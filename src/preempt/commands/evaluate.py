@@ -104,6 +104,7 @@ def evaluate(cfg: DictConfig) -> dict | None:
         overrides=task_overrides(),
         warnings=warnings,
         rounds=module.rounds,
+        steps=module.steps,
     )
     table = format_table(load_results([write_json_atomically(results, output_dir / RESULTS_FILE)]))
     write_text_atomically(table + "\n", output_dir / TABLE_FILE)

@@ -20,10 +20,10 @@ from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
 from preempt.config import composer, project_root
-from preempt.figures import plot_rounds
+from preempt.figures import plot_rounds, plot_steps
 from preempt.files import exit_cleanly_on_sigterm, write_text_atomically
 from preempt.reproduce import render
-from preempt.reproduce.pictures import FIGURE4_FILE, FIGURE5_FILE, NUMBERS_FILE
+from preempt.reproduce.pictures import FIGURE4_FILE, FIGURE5_FILE, FIGURE7_BACKBONES, FIGURE7_FILE, NUMBERS_FILE
 from preempt.reproduce.runs import (
     DONE,
     ROOT,
@@ -34,7 +34,7 @@ from preempt.reproduce.runs import (
     multirun_arguments,
     table_cells,
 )
-from preempt.reproduce.tables import SCALES, TABLES_DIR, Table, load_tables
+from preempt.reproduce.tables import SCALES, TABLES_DIR, Figure, Table, load_tables
 from preempt.speed import threads_per_process
 
 DEFAULT_OUT = Path(project_root()) / "outputs" / "tables"
@@ -45,6 +45,13 @@ PICTURES_SETTINGS = {
     "quick": [f"experiment={PICTURES_PRESET}"],
     "imagenet_lite": ["experiment=fast_preemption_imagenet", "attack=pgd", "attack.eps=${div:1,255}"],
     "paper": [f"experiment={PICTURES_PRESET}"],
+}
+# Figure 7's backbones per scale: Table VII's (on real photos, the three EfficientNet-Lite models; at the paper's
+# scale its two robust CIFAR-10 backbones and a standard ResNet-18 for contrast).
+PICTURES_BACKBONES = {
+    "quick": list(FIGURE7_BACKBONES),
+    "imagenet_lite": ["efficientnet_lite0", "efficientnet_lite1", "efficientnet_lite2"],
+    "paper": ["Peng2023Robust", "Gowal2021Improving_R18_ddpm_100m", "autoattack_resnet18"],
 }
 # The table processes now running, so a stop can end them all.
 RUNNING: set[subprocess.Popen] = set()
@@ -196,6 +203,17 @@ def run_batch(
             RUNNING.discard(process)
 
 
+def step_curves(table: Table, figure: Figure, results: dict[tuple[str, str], list[dict]]) -> dict[str, list[dict]]:
+    """A `steps` figure's curves: per row (and run, when it names several), the results that recorded steps."""
+    names = {row.key: row.name for row in table.rows}
+    curves: dict[str, list[dict]] = {}
+    for (row, run), found in results.items():
+        recorded = [result for result in found if result.get("steps")]
+        if run in figure.runs and recorded:
+            curves.setdefault(names[row] if len(figure.runs) == 1 else f"{names[row]} ({run})", []).extend(recorded)
+    return curves
+
+
 def render_all(
     tables: list[Table], cells: dict[str, list[Cell]], scale: str, out_dir: Path, runs_dir: Path, extra: str = ""
 ) -> list:
@@ -214,6 +232,11 @@ def render_all(
             path = out_dir / figure.file
             if figure.kind == "bars":
                 render.plot_bars(rendered, figure.columns, figure.title, path)
+            elif figure.kind == "steps":
+                curves = step_curves(table, figure, results)
+                if not curves:
+                    continue
+                plot_steps(curves, path, f"{figure.title} (scale {scale})")
             else:
                 runs = [result for (_, run), found in results.items() if run in figure.runs for result in found]
                 if not runs:
@@ -227,39 +250,52 @@ def render_all(
     return written
 
 
+# Figure 4's caption: the protected images' mean SSIM to the originals (CIFAR-10, Linf 8/255).
+FIGURE4_PUBLISHED_SSIM = 0.962
+
+
 def draw_pictures(
     scale: str, overrides: list[str], out_dir: Path, logs_dir: Path, draw: bool = True
 ) -> tuple[list[Path], str]:
-    """Figures 4 and 5 (`preempt.commands.pictures`) on a Table IV preset at this scale, drawn again only when
+    """Figures 4, 5 and 7 (`preempt.commands.pictures`) on a Table IV preset at this scale, drawn again only when
     their settings changed (never when not `draw`); the figures and a Markdown section for index.md."""
     folder = out_dir / "figures_4_5"
-    arguments = [*PICTURES_SETTINGS[scale], f"scale={scale}", *overrides]
+    arguments, backbones = [*PICTURES_SETTINGS[scale], f"scale={scale}", *overrides], PICTURES_BACKBONES[scale]
     numbers_file = folder / NUMBERS_FILE
-    if not numbers_file.is_file() or json.loads(numbers_file.read_text()).get("overrides") != arguments:
+    drawn = json.loads(numbers_file.read_text()) if numbers_file.is_file() else {}
+    if drawn.get("overrides") != arguments or list(drawn.get("figure7", {}).get("backbones", {})) != backbones:
         if not draw:
             return [], ""
         log_file = logs_dir / "figures_4_5.log"
         log_file.parent.mkdir(parents=True, exist_ok=True)
         with log_file.open("a") as log:
-            command = [sys.executable, "-m", "preempt.commands.pictures", str(folder), *arguments]
+            command = [
+                sys.executable, "-m", "preempt.commands.pictures", str(folder), *arguments, "--backbones", *backbones
+            ]  # fmt: skip
             status = subprocess.run(command, stdout=log, stderr=subprocess.STDOUT, cwd=ROOT).returncode
         if status != 0:
-            print(f"figures 4 and 5: FAILED (exit {status}; see {log_file})\n    {last_error(log_file)}")
+            print(f"figures 4, 5 and 7: FAILED (exit {status}; see {log_file})\n    {last_error(log_file)}")
             return [], ""
     numbers = json.loads(numbers_file.read_text())
     two_runs, reversions = numbers["figure5"]["two_runs"], numbers["figure5"]["reversions"]
     erased = ", ".join(f"{entry['knowledge']} {100 * entry['mean_erased']:.0f}%" for entry in reversions.values())
+    similarity = ", ".join(
+        f"{name} {entry['mean_ssim_to_original']}" for name, entry in numbers["figure7"]["backbones"].items()
+    )
     section = (
         f"### Fast Preemption, Figures 4 and 5: perturbations (`{' '.join(arguments)}`)\n\n"
         f"{len(numbers['figure4']['images'])} images of {numbers['dataset']}, {numbers['norm']} {numbers['eps']:.3g}; "
-        f"mean SSIM {numbers['figure4']['mean_ssim']}, protected images that survive {numbers['attack']}: "
+        f"mean SSIM {numbers['figure4']['mean_ssim']} (the paper's: {FIGURE4_PUBLISHED_SSIM}), protected images that "
+        f"survive {numbers['attack']}: "
         f"{100 * numbers['figure4']['success_rate']:.0f}%. Two runs with different seeds: mean cosine "
         f"{two_runs['mean_cosine']}, signs agreeing {100 * two_runs['mean_sign_agreement']:.0f}%. Share of the "
         f"protection's L2 that Preemptive Reversion erases: {erased}.\n\n"
-        f"![figure 4](figures_4_5/{FIGURE4_FILE})\n\n![figure 5](figures_4_5/{FIGURE5_FILE})\n"
+        f"![figure 4](figures_4_5/{FIGURE4_FILE})\n\n![figure 5](figures_4_5/{FIGURE5_FILE})\n\n"
+        f"Figure 7, each backbone's protection: SSIM of its δ_Gray with the gray original: {similarity}.\n\n"
+        f"![figure 7](figures_4_5/{FIGURE7_FILE})\n"
     )
-    print(f"figures 4 and 5 -> {folder}")
-    return [folder / FIGURE4_FILE, folder / FIGURE5_FILE], section
+    print(f"figures 4, 5 and 7 -> {folder}")
+    return [folder / FIGURE4_FILE, folder / FIGURE5_FILE, folder / FIGURE7_FILE], section
 
 
 def log_to_wandb(paths: list[Path], scale: str, out_dir: Path) -> None:
@@ -299,7 +335,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--plan", action="store_true", help="list the multiruns that would run, run nothing")
     parser.add_argument("--jobs", type=int, default=1, help="tables run at once, each in its own process")
     parser.add_argument("--keep-going", action="store_true", help="run the other cells after one fails")
-    parser.add_argument("--no-pictures", action="store_true", help="do not draw Figures 4 and 5")
+    parser.add_argument("--no-pictures", action="store_true", help="do not draw Figures 4, 5 and 7")
     parser.add_argument("--no-wandb", action="store_true", help="do not log the tables and figures to W&B")
     args = parser.parse_args(argv)
     exit_cleanly_on_sigterm()

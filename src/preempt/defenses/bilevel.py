@@ -20,7 +20,7 @@ from preempt.parts.defense import Defense
 from preempt.threat import project, random_uniform, validate_budget
 
 # The authors' settings: RMSprop on the tanh variable under Linf, plain gradient descent on pixels under L2.
-DEFAULT_LR = {"Linf": 0.1, "L2": 0.001, "normalized_L2": 0.001}
+DEFAULT_LR = {"Linf": 0.1, "L2": 0.001, "normalized_L2": 0.001, "RMS": 0.001}
 TANH_SHRINK = 0.999  # the initial point is mapped slightly inside the box, where atanh is finite (the authors' 1.999/2)
 
 
@@ -28,7 +28,7 @@ class BiLevel(Defense):
     """min over x_r in B(x, eps) ∩ [0,1] of CE(f_b(x_r + δ*(x_r)), ŷ), δ* an inner PGD attack on x_r.
 
     Linf: x_r = lower + (tanh(w)+1)/2·(upper − lower) with the box [max(x−eps,0), min(x+eps,1)], w started at
-    x + U(−eps, eps) and optimized by RMSprop (lr 0.1) for `iterations` (100) steps. L2 and normalized_L2:
+    x + U(−eps, eps) and optimized by RMSprop (lr 0.1) for `iterations` (100) steps. L2, normalized_L2 and RMS:
     projected gradient descent on the pixels (lr 0.001 on the raw gradient), started at a uniform point of the
     ball. The inner attack is PGD with one random start, `inner_steps` (20) steps of `inner_step_size`
     (default eps/4: 2/255 at 8/255, 0.125 at L2 0.5), on the same labels.

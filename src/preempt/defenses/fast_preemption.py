@@ -1,7 +1,8 @@
 """Fast Preemption (Algorithm 1 of the Fast Preemption paper): forward-backward cascade with N averaged FGSMs.
 
 Every knob of the paper's ablations is a setting: the inner optimizer (FGSM, or Eq. 12's I-step PGD; Table VIII),
-the order of the steps (cascade, or the "Alternate" curve of Figure 8), N, T→, T← and eta. Two more settings exist
+the order of the steps (cascade, or the "Alternate" curve of Figure 8), the inner start (random as Algorithm 1, or
+x_t as Eq. 8), N, T→, T← and eta; the iterates of chosen steps can be kept (Figure 8's curve). Two more settings exist
 only to reproduce the authors' public code (`azrealwang/MSPD`), which differs from the paper; the preset
 `defense=fast_preemption_mspd` sets them.
 """
@@ -53,6 +54,8 @@ class FastPreemption(Defense):
     optimizer: `fgsm`, one step of size eps (Algorithm 1); `pgd`, `iterations` steps of `step_size` (Eq. 12;
     default 10 steps of min(eps, 2.5·eps/iterations), so `iterations=1` is exactly FGSM).
     schedule: `cascade` (Algorithm 1) or `alternate` (Figure 8's "Alternate"; see `step_order`).
+    random_start: each inner optimizer starts at x_t + δ_n, δ_n ~ U(−ε, ε) (Algorithm 1, lines 5–6 and 16–17), or at
+    x_t itself (Eq. 8's x_{t,0} = x_t, Bi-Level's backward step; N = 1 then, as N equal starts give N equal examples).
     project_around: the inner examples are projected to the eps-ball around the `original` image (the paper's
     Π_{x,ε}, Algorithm 1 lines 7 and 18) or around the current `iterate` (the authors' code).
     clamp_starts: clip the random starts x_t + δ to [0,1] before the inner step (the authors' code; the paper
@@ -63,6 +66,8 @@ class FastPreemption(Defense):
     JSON file `chunk_timings`, or the bound itself when `chunk_timings` is null. Only the passes are chunked: every
     random start is drawn for the whole batch first, so the chunk size changes memory and speed, not the draws
     (the backbone's float kernels may still differ by batch shape; the kept choice keeps them the same run to run).
+    record_every: k keeps the iterate after steps k, 2k, … and the last in `snapshots`, a list of (step, images) for
+    the last call (Figure 8's per-step curve); null keeps nothing.
     """
 
     @validate_call(config=ARBITRARY_TYPES)
@@ -79,11 +84,13 @@ class FastPreemption(Defense):
         iterations: AtLeastOne | None = None,
         step_size: Eps | None = None,
         schedule: Literal["cascade", "alternate"] = "cascade",
+        random_start: bool = True,
         project_around: Literal["original", "iterate"] = "original",
         clamp_starts: bool = False,
         copies_per_pass: AtLeastOne | None = None,
         memory_budget_mb: Positive | None = None,
         chunk_timings: str | None = None,
+        record_every: AtLeastOne | None = None,
     ) -> None:
         validate_budget(eps, norm)
         if forward_steps + backward_steps == 0:
@@ -96,6 +103,12 @@ class FastPreemption(Defense):
                 f"iterations={iterations} and step_size={step_size} set the PGD inner optimizer, and optimizer=fgsm "
                 f"is one step of size eps: set optimizer=pgd, or leave iterations and step_size unset (null)"
             )
+        if not random_start and n_samples > 1:
+            raise ValueError(
+                f"random_start=false with n_samples={n_samples}: every inner optimizer starts at x_t, so the "
+                f"{n_samples} examples averaged are identical ({n_samples} times the cost of one): set n_samples=1 "
+                f"(Eq. 8's x_t,0 = x_t, as defense=bilevel_fp), or random_start=true (Algorithm 1)"
+            )
         self.backbone = backbone
         self.eps = eps
         self.eta = eta
@@ -106,12 +119,18 @@ class FastPreemption(Defense):
         self.iterations = 1 if optimizer == "fgsm" else iterations or PGD_DEFAULT_ITERATIONS
         self.step_size = step_size or min(eps, 2.5 * eps / self.iterations)
         self.directions = step_order(forward_steps, backward_steps, schedule)
+        self.random_start = random_start
         self.project_around = project_around
         self.clamp_starts = clamp_starts
         self.copies_per_pass = copies_per_pass
         self.memory_budget_mb = memory_budget_mb
         self.chunk_timings = chunk_timings
         self.chunk_choice: dict | None = None  # the timed choice, when one was made or read
+        steps = len(self.directions)
+        self.recorded_steps = (
+            () if record_every is None else tuple(s for s in range(1, steps + 1) if s % record_every == 0 or s == steps)
+        )
+        self.snapshots: list[tuple[int, Tensor]] = []  # the iterates after `recorded_steps`, from the last call
 
     def warnings(self) -> list[str]:
         if self.eta * (self.forward_steps + self.backward_steps) <= 1:
@@ -125,12 +144,15 @@ class FastPreemption(Defense):
     def __call__(self, x: Tensor, labels: Tensor) -> Tensor:
         x = x.detach()
         x_t = x
-        for lower_loss in self.directions:
+        self.snapshots = []
+        for step, lower_loss in enumerate(self.directions, start=1):
             # Forward steps add the averaged perturbation (Eq. 11), backward steps subtract it (Eq. 9).
             sign = 1 if lower_loss else -1
             x_t = project(
                 x_t + sign * self.eta * self.averaged_perturbation(x_t, x, labels, lower_loss), x, self.eps, self.norm
             )
+            if step in self.recorded_steps:
+                self.snapshots.append((step, x_t))
         return x_t
 
     def prepare(self, x: Tensor) -> None:
@@ -155,10 +177,14 @@ class FastPreemption(Defense):
         changes the draws; the inner optimizer then runs chunk by chunk (one backbone pass per inner iteration) and
         writes each chunk's examples over its starts. So only the draw makes tensors of all N×B copies: on 224-px
         photos each is hundreds of MiB, which malloc maps fresh from the kernel, and page-faults, every time one is
-        made (EfficientNet-Lite0 at batch 128: 1.43× the passes' floor when every step's operation made one)."""
+        made (EfficientNet-Lite0 at batch 128: 1.43× the passes' floor when every step's operation made one).
+        Without `random_start` the offsets are zero: each inner optimizer starts at x_t (Eq. 8)."""
         batch, n = x_t.shape[0], self.n_samples
         centers = x.repeat_interleave(n, dim=0)
-        examples = random_uniform(centers, self.eps, self.norm, rows_per_sample=n)
+        if self.random_start:
+            examples = random_uniform(centers, self.eps, self.norm, rows_per_sample=n)
+        else:
+            examples = torch.zeros_like(centers)
         for part in speed.chunks(batch * n, self.pass_size(x[0], batch * n)):
             image_of_copy = torch.arange(part.start, part.stop, device=x.device) // n
             iterate = x_t[image_of_copy]

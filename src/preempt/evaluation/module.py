@@ -13,15 +13,16 @@ from torchmetrics import MaxMetric, MeanMetric, SumMetric
 from torchmetrics.classification import MulticlassAccuracy
 from torchmetrics.image import StructuralSimilarityIndexMeasure
 
+from preempt.attacks.adaptive import AdaptiveAttack
 from preempt.attacks.base import Attack, IterativeAttack, NoAttack, attack_succeeded, random_targets
-from preempt.evaluation.metrics import RoundCurves
+from preempt.evaluation.metrics import RoundCurves, StepCurves, converged_step
 from preempt.evaluation.protection_cache import ProtectionCache
 from preempt.evaluation.sanity import FLAG_ADVICE, FLAGS, sanity_flags
 from preempt.parts import Defense, Identity, InputTransform, LabelOnly, NoReversion, Reversion, assign_labels, revert
 from preempt.parts.part import held_models
 from preempt.randomness import per_sample_streams, seed_batch
 from preempt.receiver_defenses import receiver_model
-from preempt.receiver_defenses.base import output_variance
+from preempt.receiver_defenses.base import output_change, output_variance
 from preempt.speed import timed
 from preempt.threat import distance, to_8bit
 
@@ -44,7 +45,9 @@ class PreemptiveEvaluation(L.LightningModule):
     A targeted attack gets a target per image drawn among the wrong classes (seeded with the batch), and
     `attack_success_rate` counts the target predicted; untargeted, any misclassification. On its first batch
     each process runs AutoAttack's sanity checks on the model the attack differentiates (`check_*` flags).
-    An iterative attack with `record_every` adds its accuracy and success rate per round (`rounds`).
+    An iterative attack with `record_every` adds its accuracy and success rate per round (`rounds`). A defense
+    that keeps its iterates (Fast Preemption's `record_every`) has each scored as its output is, clean and after
+    the run's attack (`steps`, Figure 8's curve); its protections are then computed, never taken from the cache.
     A `reversion` runs between protection and attack: the attack starts from its guess of the original images and
     stays within the budget around the protected images the man in the middle received (`Attack.perturb_from`).
     The victim's accuracy on the guesses is `reverted_clean_acc` (the protocol's verdict reads it).
@@ -110,6 +113,13 @@ class PreemptiveEvaluation(L.LightningModule):
         self.attack_distance = MaxMetric()
         self.receiver_variance_l2 = MeanMetric()
         self.receiver_variance_ssim = MeanMetric()
+        self.receiver_change_rms = MeanMetric()
+        self.receiver_change_ssim = MeanMetric()
+        learned = isinstance(attack, AdaptiveAttack) and attack.approximation == "learned"
+        self.approximating = learned and attack.approximator is not None
+        if self.approximating:
+            self.approximation_rms = MeanMetric()
+            self.approximation_ssim = MeanMetric()
         if self.reverting:
             self.reverted_clean_acc = accuracy()
             self.reversion_seconds_per_image = MeanMetric()
@@ -125,6 +135,10 @@ class PreemptiveEvaluation(L.LightningModule):
         recorded = self.attack.recorded_rounds if isinstance(self.attack, IterativeAttack) else ()
         self.round_curves = RoundCurves(recorded) if recorded else None
         self.rounds: dict[str, list] | None = None
+        self.attack_rounds = MeanMetric()  # the rounds each image ran, when the attack says (`until_bound`)
+        kept_steps = getattr(self.defense, "recorded_steps", ())
+        self.step_curves = StepCurves(kept_steps) if kept_steps else None
+        self.steps: dict[str, list] | None = None
         self.checked = self.square_reported = False
 
     def labels(self, x: Tensor, y: Tensor, index: Tensor) -> Tensor:
@@ -140,8 +154,9 @@ class PreemptiveEvaluation(L.LightningModule):
 
     def protect_or_reuse(self, x: Tensor, labels: Tensor, index: Tensor) -> tuple[Tensor, float, bool]:
         """The batch's protection from the cache when an identical run made it (with the seconds it took then, and
-        the random generators where that run left them), else computed now and cached."""
-        if self.protection_cache is None:
+        the random generators where that run left them), else computed now and cached. A defense that keeps its
+        iterates always computes (the cache holds no iterates)."""
+        if self.protection_cache is None or self.step_curves is not None:
             return *self.protect(x, labels), False
         first_index, size = int(index[0]), len(index)
         cached = self.protection_cache.load(first_index, size, labels)
@@ -175,6 +190,10 @@ class PreemptiveEvaluation(L.LightningModule):
         adversarial, attack_seconds = timed(x, lambda: self.run_attack(sent, y, target, start=start))
         if self.round_curves is not None:
             self.round_curves.update(self.attack.record)
+        rounds_run = getattr(self.attack, "rounds_run", None)
+        if rounds_run is not None:
+            self.attack_rounds.update(rounds_run.float())
+            self.log("test/attack_rounds", self.attack_rounds, on_step=False, on_epoch=True, batch_size=batch_size)
 
         score_started = time.perf_counter()
         self.classifier_acc(labels, y)
@@ -195,9 +214,7 @@ class PreemptiveEvaluation(L.LightningModule):
         self.protection_cache_hit.update(float(cache_hit), weight=batch_size)
         self.linf(distance(sent, x, "Linf").max())
         self.attack_distance(distance(adversarial, sent, self.attack.norm).max())
-        variance_l2, variance_ssim = output_variance(self.receiver_defense, sent)
-        self.receiver_variance_l2.update(variance_l2)
-        self.receiver_variance_ssim.update(variance_ssim)
+        receiver_names = self.score_receiver(sent)
         names = [
             "classifier_acc",
             "clean_acc",
@@ -212,8 +229,7 @@ class PreemptiveEvaluation(L.LightningModule):
             "receiver_seconds_per_image",
             "linf",
             "attack_distance",
-            "receiver_variance_l2",
-            "receiver_variance_ssim",
+            *receiver_names,
         ]
         if self.reverting:
             names += self.score_reversion(x, y, sent, protected_predictions, reverted, reversion_seconds)
@@ -231,6 +247,36 @@ class PreemptiveEvaluation(L.LightningModule):
             names += ["protected_clean_acc_float", "robust_acc_float"]
         for name in names:
             self.log(f"test/{name}", getattr(self, name), on_step=False, on_epoch=True, batch_size=batch_size)
+        if self.step_curves is not None:
+            self.score_snapshots(y, index, target)
+
+    def score_snapshots(self, y: Tensor, index: Tensor, target: Tensor | None) -> None:
+        """Each iterate the defense kept, scored as its output is: sent (8-bit with `transmit_8bit`), reverted when
+        a reversion runs, attacked by the run's attack. Last in the batch, so the run's own draws are unchanged."""
+        clean, robust = [], []
+        for _, iterate in self.defense.snapshots:
+            sent = to_8bit(iterate) if self.transmit_8bit else iterate
+            start = revert(self.reversion, sent, y, index) if self.reverting else None
+            clean.append(self.predict(sent) == y)
+            robust.append(self.predict(self.run_attack(sent, y, target, start=start)) == y)
+        self.step_curves.update(torch.stack(clean), torch.stack(robust))
+
+    def score_receiver(self, sent: Tensor) -> list[str]:
+        """How much g changes the sent images (before any attack), the second paper's Table 1 both ways: one draw
+        against its input, as its authors' code measures it (`receiver_change_*`), and two draws apart, as its
+        text describes it (`receiver_variance_*`, sharing that draw); with a learned BPDA, how far g′ is from the
+        same draw of g (`approximation_*`; the paper: 0.16 and 0.36). Returns the names of the metrics to log."""
+        with torch.no_grad():
+            received = self.receiver_defense.transform(sent)
+            approximated = self.attack.approximator(sent) if self.approximating else None
+        names = ["receiver_variance_l2", "receiver_variance_ssim", "receiver_change_rms", "receiver_change_ssim"]
+        results = [*output_variance(self.receiver_defense, sent, first=received), *output_change(received, sent)]
+        if approximated is not None:
+            names += ["approximation_rms", "approximation_ssim"]
+            results += output_change(approximated, received)
+        for name, values in zip(names, results, strict=True):
+            getattr(self, name).update(values)
+        return names
 
     def score_reversion(
         self, x: Tensor, y: Tensor, sent: Tensor, protected_predictions: Tensor, reverted: Tensor, seconds: float
@@ -275,7 +321,16 @@ class PreemptiveEvaluation(L.LightningModule):
         return [f"check_{flag}" for flag in FLAGS]
 
     def on_test_epoch_end(self) -> None:
-        """The per-round curves, reduced over processes (every process must take part), then logged as a table."""
+        """The per-step and per-round curves, reduced over processes (every process must take part), then logged as
+        tables."""
+        if self.step_curves is not None:
+            self.steps = self.step_curves.compute()
+            converged = converged_step(self.steps["step"], self.steps["robust_acc"])
+            self.log("test/steps_to_converge", float(converged), sync_dist=False)
+            step_rows = [list(row) for row in zip(*self.steps.values(), strict=True)]
+            for logger in self.loggers:
+                if hasattr(logger, "log_table"):
+                    logger.log_table(key="test/steps", columns=list(self.steps), data=step_rows)
         if self.round_curves is None:
             return
         self.rounds = self.round_curves.compute()

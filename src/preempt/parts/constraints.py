@@ -37,7 +37,8 @@ def existing_file(path: Path) -> Path:
 
 
 # normalized_L2: ‖x′−x‖₂ / ‖x‖₂ ≤ eps per image (Guo et al.'s dissimilarity, the second paper's budget).
-Norm = Literal["Linf", "L2", "normalized_L2"]
+# RMS: ‖x′−x‖₂ / √(C·H·W) ≤ eps, the per-value root mean square (the second paper's authors' code bounds it by 0.05).
+Norm = Literal["Linf", "L2", "normalized_L2", "RMS"]
 # A budget in [0,1] pixel units; whether it fits the norm is checked by `threat.validate_budget`.
 Eps = Annotated[float, BeforeValidator(read_fraction), Gt(0)]
 AtLeastOne = Annotated[int, Ge(1)]

@@ -41,6 +41,22 @@ class InputTransform(Defense):
         with torch.no_grad():
             return self.transform(x.detach())
 
+    def approximated(self, x: Tensor) -> Tensor:
+        """g(x) in the forward pass with a usable backward pass (BPDA on the non-differentiable parts only, as
+        Athalye et al. define it): autograd through a differentiable g, the identity through a non-differentiable
+        one. A transform with differentiable stages overrides it to keep their true gradient, from the same
+        random draw as the value."""
+        if self.differentiable:
+            return self.transform(x)
+        with torch.no_grad():  # no graph through g: its gradient is replaced
+            value = self.transform(x)
+        return straight_through(x, value)
+
+
+def straight_through(x: Tensor, value: Tensor) -> Tensor:
+    """`value` in the forward pass, the identity in the backward pass: BPDA's g′(x) = x for one stage."""
+    return x + (value - x).detach()
+
 
 class Identity(InputTransform):
     """No receiver-side defense: the victim sees what arrives."""

@@ -21,7 +21,10 @@ def quantization_table(path: str | None) -> Tensor:
 
 
 class FeatureDistillation(InputTransform):
-    """Deterministic quantization of each 8×8 block's DCT coefficients (a `table` file replaces FD's table)."""
+    """Deterministic quantization of each 8×8 block's DCT coefficients (a `table` file replaces FD's table).
+
+    BPDA passes all of g straight through (`approximated`'s default): straight-through at the coefficients'
+    rounding alone is the same identity, the block DCT being orthonormal."""
 
     differentiable = False
     random = False

@@ -47,7 +47,9 @@ def jpeg_round_trip(x: Tensor, qualities: Sequence[int]) -> Tensor:
 
 
 class JPEG(InputTransform):
-    """JPEG compression at `quality` (Guo et al. used 75): removes the high-frequency detail perturbations need."""
+    """JPEG compression at `quality` (Guo et al. used 75): removes the high-frequency detail perturbations need.
+
+    BPDA passes all of g straight through (`approximated`'s default): libjpeg has no stage autograd can follow."""
 
     differentiable = False
     random = False

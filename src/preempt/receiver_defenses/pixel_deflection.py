@@ -12,6 +12,7 @@ from torch import Tensor
 
 from preempt.parts import InputTransform
 from preempt.parts.constraints import AtLeastOne
+from preempt.parts.transform import straight_through
 
 
 def deflect(x: Tensor, deflections: int, window: int) -> Tensor:
@@ -19,8 +20,10 @@ def deflect(x: Tensor, deflections: int, window: int) -> Tensor:
     each replaced by the same channel of a uniformly drawn pixel at most `window` away inside the image.
 
     All deflections read the undeflected image (the authors' loop reads earlier deflections; a pixel is
-    rarely both a target and a source). Targets are uniform: the authors' class-activation map, which
-    spares salient pixels, needs a model of its own and is left out.
+    rarely both a target and a source); a channel-pixel drawn twice keeps its last deflection, as in their
+    loop, so every output value copies exactly one input value and autograd's gradient is exact. Targets are
+    uniform: the authors' class-activation map, which spares salient pixels, needs a model of its own and is
+    left out.
     """
     batch, channels, height, width = x.shape
     device = x.device
@@ -34,10 +37,14 @@ def deflect(x: Tensor, deflections: int, window: int) -> Tensor:
         return low + (torch.rand(position.shape, device=device) * (high - low + 1)).long()
 
     source_row, source_col = neighbour(row, height), neighbour(col, width)
-    image = torch.arange(batch, device=device)[:, None].expand(-1, deflections)
-    out = x.clone()
-    out[image, channel, row, col] = x[image, channel, source_row, source_col]
-    return out
+    plane = (torch.arange(batch, device=device)[:, None] * channels + channel) * height
+    target = ((plane + row) * width + col).flatten()
+    source = ((plane + source_row) * width + source_col).flatten()
+    order = torch.arange(target.numel(), device=device)
+    last = torch.full((x.numel(),), -1, device=device).scatter_reduce(0, target, order, "amax")
+    kept = last[target] == order
+    flat = x.reshape(-1)
+    return flat.index_put((target[kept],), flat[source[kept]]).view_as(x)
 
 
 def wavelet_denoise(x: Tensor, sigma: float) -> Tensor:
@@ -68,7 +75,14 @@ def wavelet_denoise(x: Tensor, sigma: float) -> Tensor:
 
 class PixelDeflection(InputTransform):
     """Deflection adds noise a classifier ignores but that breaks the perturbation's structure; denoising
-    then removes both (authors' settings: 200 deflections, window 10, σ 0.04)."""
+    then removes both (authors' settings: 200 deflections, window 10, σ 0.04).
+
+    `per_channel=false` (Prakash et al.'s code) deflects `deflections` channel-pixels in all, the channels in
+    turn; `per_channel=true` (the second paper's code, whose loop counts one deflection per pass over the
+    channels) deflects `deflections` in every channel, at positions drawn independently per channel.
+    `sigma=null` skips the denoiser (the second paper's code): every output value is then a copy of an input
+    value, so the transform is differentiable, as the nearest resize of Rand is.
+    """
 
     differentiable = False
     random = True
@@ -78,11 +92,25 @@ class PixelDeflection(InputTransform):
         self,
         deflections: AtLeastOne = 200,
         window: AtLeastOne = 10,
-        sigma: Annotated[float, Gt(0)] = 0.04,
+        sigma: Annotated[float, Gt(0)] | None = 0.04,
+        per_channel: bool = False,
     ) -> None:
         self.deflections = deflections
         self.window = window
         self.sigma = sigma
+        self.per_channel = per_channel
+        self.differentiable = sigma is None
 
     def transform(self, x: Tensor) -> Tensor:
-        return wavelet_denoise(deflect(x, self.deflections, self.window), self.sigma)
+        deflected = self.deflected(x)
+        return deflected if self.sigma is None else wavelet_denoise(deflected, self.sigma)
+
+    def approximated(self, x: Tensor) -> Tensor:
+        """BPDA on the denoiser only (scikit-image: the identity backward); the deflection copies values, so
+        autograd's gradient through it is exact, from the same draw as the value."""
+        deflected = self.deflected(x)
+        return deflected if self.sigma is None else straight_through(deflected, wavelet_denoise(deflected, self.sigma))
+
+    def deflected(self, x: Tensor) -> Tensor:
+        count = self.deflections * x.shape[1] if self.per_channel else self.deflections
+        return deflect(x, count, self.window)

@@ -19,7 +19,8 @@ class Shield(InputTransform):
     """Each image is compressed whole at every quality; each 8×8 block then takes one of them at random.
 
     As in the authors' code the choice is per block and shared by the color channels, so every block equals
-    the same block of one libjpeg output (default qualities 20, 40, 60, 80).
+    the same block of one libjpeg output (default qualities 20, 40, 60, 80). BPDA passes all of g straight
+    through (`approximated`'s default): every block is libjpeg's, which has no stage autograd can follow.
     """
 
     differentiable = False

@@ -6,6 +6,9 @@ protection's δ_Gray (Eq. 14), the attack's adversarial example made against the
 Figure 5 (`figure5_reversion.png`): the same images protected by two runs of the same defense settings with
 different seeds (the paper's point: mostly the same perturbation, which is what Preemptive Reversion exploits),
 and what is left of the perturbation (reverted − original) after Preemptive Reversion, white-box and black-box.
+Figure 7 (`figure7_backbones.png`): the same images and the δ_Gray of the protection each of several backbones
+gives (`backbone=<option>` over the overrides), with the SSIM of each δ_Gray and the gray original (the paper's
+point: adversarially trained backbones learn features visually similar to the objective).
 `pictures.json` holds every number the pictures show.
 
 Everything is built from conf/main.yaml with the overrides, as `src/main.py` builds a run: the test loop's module
@@ -44,6 +47,9 @@ from preempt.validation import check_parts_fit_dataset, validate_config
 NTSC_WEIGHTS = (0.299, 0.587, 0.114)  # Eq. 14: the NTSC luma of the red, green and blue channels
 FIGURE4_FILE = "figure4_perturbations.png"
 FIGURE5_FILE = "figure5_reversion.png"
+FIGURE7_FILE = "figure7_backbones.png"
+# Figure 7's default columns: the digits zoo's backbones of Table VII (adversarially trained CNN, MLP, standard CNN).
+FIGURE7_BACKBONES = ("digits_cnn_at", "digits_mlp", "digits_cnn")
 NUMBERS_FILE = "pictures.json"
 REVERSIONS = ("preemptive_reversion", "preemptive_reversion_black_box")  # Figure 5's columns, as conf/reversion/
 DIGITS = 4  # decimals kept in pictures.json, so reruns compare equal as text
@@ -52,14 +58,18 @@ DIGITS = 4  # decimals kept in pictures.json, so reruns compare equal as text
 def ntsc_gray(delta: Tensor, eps: float) -> Tensor:
     """Eq. 14: δ_RGB = (δ + ε)/(2ε) maps the budget [−ε, ε] to [0, 1], then the NTSC luma 0.299R + 0.587G + 0.114B
     (a 1-channel δ is its δ_RGB). (..., C, H, W) → (..., H, W); a δ beyond ±ε falls outside [0, 1]."""
-    scaled = (delta + eps) / (2 * eps)
-    channels = delta.shape[-3]
+    return luma((delta + eps) / (2 * eps))
+
+
+def luma(image: Tensor) -> Tensor:
+    """The NTSC gray of images: 0.299R + 0.587G + 0.114B, a 1-channel image itself. (..., C, H, W) → (..., H, W)."""
+    channels = image.shape[-3]
     if channels == 1:
-        return scaled[..., 0, :, :]
+        return image[..., 0, :, :]
     if channels != len(NTSC_WEIGHTS):
-        raise ValueError(f"δ_Gray takes 1 or 3 channels (C, H, W), got {channels}")
-    weights = torch.tensor(NTSC_WEIGHTS, dtype=delta.dtype, device=delta.device)
-    return torch.einsum("...chw,c->...hw", scaled, weights)
+        raise ValueError(f"the NTSC gray (δ_Gray) takes 1 or 3 channels (C, H, W), got {channels}")
+    weights = torch.tensor(NTSC_WEIGHTS, dtype=image.dtype, device=image.device)
+    return torch.einsum("...chw,c->...hw", image, weights)
 
 
 def perturbation_similarity(first: Tensor, second: Tensor) -> dict[str, Tensor]:
@@ -85,6 +95,11 @@ def composed(overrides: list[str], out_dir: Path) -> Iterator[dict[str, DictConf
     choices are set while in use, so refusals name the option the user picked."""
     with composer():
         yield {option: compose_run("main", [*overrides, f"reversion={option}"], out_dir) for option in REVERSIONS}
+
+
+def backbone_configs(overrides: list[str], out_dir: Path, backbones: list[str]) -> dict[str, DictConfig]:
+    """Figure 7's configs, one per backbone option (inside `composed`)."""
+    return {name: compose_run("main", [*overrides, f"backbone={name}"], out_dir) for name in backbones}
 
 
 def evaluation_module(cfg: DictConfig, shared: SharedModels, dataset: ImageDataset) -> PreemptiveEvaluation:
@@ -193,6 +208,30 @@ def figure5_numbers(
     return {"protected_again": protected_again, "reverted": reverted}, numbers
 
 
+def figure7_numbers(
+    modules: dict[str, PreemptiveEvaluation], x: Tensor, y: Tensor, index: Tensor, eps: float
+) -> tuple[dict[str, Tensor], dict]:
+    """Each backbone's protection of the images as a run makes it, its δ_Gray, and per image the SSIM of that
+    δ_Gray with the gray original (how much the perturbation looks like the objective)."""
+    original = luma(x)[:, None]
+    grays, numbers = {}, {}
+    for name, module in modules.items():
+        _, protected = protect(module, x, y, index, module.seed)
+        grays[name] = ntsc_gray(protected - x, eps)
+        ssim = structural_similarity_index_measure(grays[name][:, None], original, data_range=1.0, reduction="none")
+        numbers[name] = {
+            "mean_ssim_to_original": rounded(ssim.mean()),
+            "images": per_image(
+                {
+                    "ssim_to_original": rounded(ssim),
+                    "linf_protection": rounded(distance(protected, x, "Linf")),
+                    "victim_protected": module.predict(protected).tolist(),
+                }
+            ),
+        }
+    return grays, numbers
+
+
 def shown(image: Tensor) -> tuple:
     """An image tensor as imshow takes it, with its color map."""
     if image.dim() == 2 or image.shape[0] == 1:
@@ -280,9 +319,26 @@ def draw_figure5(x: Tensor, protected: Tensor, tensors: dict, numbers: dict, eps
     return draw_grid(rows, columns, title, out)
 
 
-def prepared(configs: dict[str, DictConfig], n_images: int) -> tuple[dict[str, PreemptiveEvaluation], ImageDataset]:
-    """The validated configs' modules (sharing their models) on the device, and the dataset; as a run, every
-    check comes before any model is built."""
+def draw_figure7(x: Tensor, grays: dict[str, Tensor], backbones: dict, out: Path) -> Path:
+    rows = [
+        [(x[i], "original")]
+        + [
+            (grays[name][i], f"SSIM {numbers['images'][i]['ssim_to_original']:.3f}")
+            for name, numbers in backbones.items()
+        ]
+        for i in range(len(x))
+    ]
+    columns = ["original x", *(f"δ_Gray {name}" for name in backbones)]
+    similarity = ", ".join(f"{name} {numbers['mean_ssim_to_original']:.3f}" for name, numbers in backbones.items())
+    title = f"Figure 7: δ_Gray of each backbone's protection\nSSIM with the gray original: {similarity}"
+    return draw_grid(rows, columns, title, out)
+
+
+def prepared(
+    configs: dict[str, DictConfig], n_images: int, shared: SharedModels | None = None
+) -> tuple[dict[str, PreemptiveEvaluation], ImageDataset]:
+    """The validated configs' modules (sharing their models, and those `shared` built) on the device, and the
+    dataset; as a run, every check comes before any model is built."""
     for cfg in configs.values():
         for warning in validate_config(cfg):
             print(f"warning: {warning}")
@@ -292,7 +348,7 @@ def prepared(configs: dict[str, DictConfig], n_images: int) -> tuple[dict[str, P
     if not 1 <= n_images <= len(dataset):
         raise ConfigError(f"--images {n_images}: the dataset holds {len(dataset)} images; pick 1 to {len(dataset)}")
     device = torch.device("cuda" if torch.cuda.is_available() else "cpu")
-    shared = SharedModels()
+    shared = shared or SharedModels()
     return {option: evaluation_module(cfg, shared, dataset).to(device) for option, cfg in configs.items()}, dataset
 
 
@@ -301,9 +357,20 @@ def first_images(dataset: ImageDataset, n_images: int, device: torch.device) -> 
     return tuple(tensor[:n_images].to(device) for tensor in (dataset.images, dataset.labels, dataset.indices))
 
 
-def draw_pictures(configs: dict[str, DictConfig], out_dir: Path, n_images: int, overrides: list[str]) -> dict:
-    """Both figures and pictures.json for the first `n_images` images of the configured dataset."""
-    modules, dataset = prepared(configs, n_images)
+def draw_pictures(
+    configs: dict[str, DictConfig],
+    out_dir: Path,
+    n_images: int,
+    overrides: list[str],
+    backbones: dict[str, DictConfig],
+) -> dict:
+    """The three figures and pictures.json for the first `n_images` images of the configured dataset; `backbones`
+    (Figure 7's configs, `backbone_configs`) are checked with the others before any model is built."""
+    for cfg in backbones.values():
+        for warning in validate_config(cfg):
+            print(f"warning: {warning}")
+    shared = SharedModels()
+    modules, dataset = prepared(configs, n_images, shared)
     sender = modules[REVERSIONS[0]]
     x, y, index = first_images(dataset, n_images, sender.device)
     sender_cfg = configs[REVERSIONS[0]]
@@ -314,6 +381,11 @@ def draw_pictures(configs: dict[str, DictConfig], out_dir: Path, n_images: int, 
     out_dir.mkdir(parents=True, exist_ok=True)
     draw_figure4(x, tensors4, images, eps, attack, out_dir / FIGURE4_FILE)
     draw_figure5(x, tensors4["protected"], tensors5, numbers5, eps, out_dir / FIGURE5_FILE)
+    backbone_modules = {
+        name: evaluation_module(cfg, shared, dataset).to(sender.device) for name, cfg in backbones.items()
+    }
+    grays7, numbers7 = figure7_numbers(backbone_modules, x, y, index, eps)
+    draw_figure7(x, grays7, numbers7, out_dir / FIGURE7_FILE)
     numbers = {
         "overrides": overrides,
         "dataset": dataset.name,
@@ -326,6 +398,7 @@ def draw_pictures(configs: dict[str, DictConfig], out_dir: Path, n_images: int, 
             "images": images,
         },
         "figure5": numbers5,
+        "figure7": {"backbones": numbers7},
     }
     write_json_atomically(numbers, out_dir / NUMBERS_FILE)
     return numbers

@@ -92,32 +92,54 @@ def reference_value(reference: str | float, stats: dict[tuple[str, str], Stat]) 
 
 
 def condition_holds(condition: Condition, owner: str, rows: list[str], stats: dict) -> bool | None:
-    """True or False over complete cells; None when a cell it needs is missing."""
+    """True or False over complete cells; None when a cell it needs is missing. `rows`: the rows of this scale."""
     if condition.best is not None or condition.lowest is not None:
         column = condition.best or condition.lowest
-        values = [reference_value(f"{row}.{column}", stats) for row in condition.among or rows]
+        ranked = [row for row in condition.among or rows if row in rows]
+        values = [reference_value(f"{row}.{column}", stats) for row in ranked]
         mine = reference_value(f"{owner}.{column}", stats)
         if mine is None or None in values:
             return None
         return mine >= max(values) if condition.best is not None else mine <= min(values)
-    pair = condition.greater or condition.less or condition.within
-    first, second = (reference_value(reference, stats) for reference in pair[:2])
-    if first is None or second is None:
+    values = [reference_value(reference, stats) for reference in condition.references()]
+    if None in values:
         return None
+    factor = condition.factor or 1.0
     if condition.greater is not None:
-        return first > second
+        return values[0] > factor * values[1]
     if condition.less is not None:
-        return first < second
-    return abs(first - second) <= condition.within[2]
+        return factor * values[0] < values[1]
+    if condition.closer is not None:
+        return abs(values[0] - values[2]) < abs(values[1] - values[2])
+    return abs(values[0] - values[1]) <= condition.within[2]
 
 
-def claim_verdict(row: Row, rows: list[str], stats: dict) -> str:
+def checked_here(condition: Condition, rows: list[str], scale: Scale) -> bool:
+    """Whether the condition is tested at this scale: its scales include it, and a comparison of two cells has
+    both rows here (a ranking drops the rows this scale does not run, and says so)."""
+    if condition.scales is not None and scale not in condition.scales:
+        return False
+    ranking = condition.best is not None or condition.lowest is not None
+    return ranking or all(row in rows for row in condition.rows())
+
+
+def claim_verdict(row: Row, rows: list[str], stats: dict, scale: Scale) -> str:
+    """yes, no, or missing runs, over the conditions tested at this scale; what is left out is said after it."""
     if row.claim is None:
         return ""
-    verdicts = [condition_holds(condition, row.key, rows, stats) for condition in row.claim.holds]
-    if False in verdicts:
-        return "no"
-    return "yes" if None not in verdicts else "— (missing runs)"
+    conditions = row.claim.holds
+    tested = [condition for condition in conditions if checked_here(condition, rows, scale)]
+    if not tested:
+        return "— (not checked at this scale)"
+    verdicts = [condition_holds(condition, row.key, rows, stats) for condition in tested]
+    verdict = "no" if False in verdicts else "yes" if None not in verdicts else "— (missing runs)"
+    absent = sorted({name for condition in tested for name in condition.rows() if name not in rows})
+    notes = []
+    if len(tested) < len(conditions):
+        notes.append(f"{len(tested)} of {len(conditions)} checks at this scale")
+    if absent:
+        notes.append(f"ranked without {', '.join(absent)}, not run at this scale")
+    return verdict + (f" ({'; '.join(notes)})" if notes else "")
 
 
 def row_images(results: list[dict]) -> str:
@@ -157,7 +179,7 @@ def build(table: Table, scale: Scale, results: dict[tuple[str, str], list[dict]]
         if column.run in table.runs_of(row)
     }
     keys = [row.key for row in rows]
-    verdicts = {row.key: claim_verdict(row, keys, stats) for row in rows}
+    verdicts = {row.key: claim_verdict(row, keys, stats, scale) for row in rows}
     images = {row.key: row_images(results.get((row.key, table.runs_of(row)[0]), [])) for row in rows}
     devices = sorted({result["run"]["device"] for runs in results.values() for result in runs})
     return Rendered(table, scale, rows, stats, images, verdicts, devices)

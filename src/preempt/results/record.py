@@ -34,9 +34,11 @@ def build_results(
     warnings: list[str] = (),
     rounds: dict[str, list] | None = None,
     offered: int | None = None,
+    steps: dict[str, list] | None = None,
 ) -> dict:
     """The run, its metrics and its config; AutoAttack's sanity checks as `sanity_checks` (flag -> fired), an
-    iterative attack's per-round accuracy and success rate as `rounds`, and with a reversion stage the
+    iterative attack's per-round accuracy and success rate as `rounds`, a defense's per-learning-step accuracies
+    (clean and attacked, Figure 8) as `steps`, and with a reversion stage the
     protocol's verdict as `reversion` (see `preempt.reversions.protocol`). `offered`: the slice's size when
     `evaluate_on` scored only `n_samples` of it."""
     checks = {key.removeprefix(CHECK_PREFIX): value > 0 for key, value in metrics.items() if CHECK_PREFIX in key}
@@ -72,6 +74,7 @@ def build_results(
         "metrics": metrics,
         "sanity_checks": checks,
         "rounds": rounds,
+        "steps": steps,
         "reversion": reversion,
         "config": config,
     }
