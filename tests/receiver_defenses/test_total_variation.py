@@ -177,15 +177,6 @@ def test_starting_from_the_image_lets_dropped_values_leak_and_from_the_mean_not(
         assert same is not leaks, start
 
 
-@pytest.mark.parametrize("dtype", [torch.float32, torch.float64])
-def test_the_authors_setting_keeps_shape_dtype_and_range(dtype: torch.dtype, cifar_batch) -> None:
-    x = cifar_batch[0].to(dtype)
-    torch.manual_seed(0)
-    out = authors_setting().transform(x)
-    assert out.shape == x.shape and out.dtype == dtype
-    assert torch.isfinite(out).all() and out.min() >= 0 and out.max() <= 1 and not torch.equal(out, x)
-
-
 def test_a_tolerance_without_split_bregman_is_refused() -> None:
     with pytest.raises(ValueError, match=r"tolerance=0\.001 stops the split Bregman solver early"):
         TotalVariation(tolerance=1e-3)
