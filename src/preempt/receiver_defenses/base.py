@@ -50,8 +50,7 @@ def output_change(output: Tensor, reference: Tensor) -> tuple[Tensor, Tensor]:
     """Per image, how far `output` is from `reference` as the second paper's authors' code measures its Table 1
     (one g(x) against the x it was given; also the learned approximation g′(x) against g(x)): the root mean
     square of the difference over all values (pixels and channels), and `uniform_ssim`."""
-    rms = (output - reference).flatten(start_dim=1).pow(2).mean(dim=1).sqrt()
-    return rms, uniform_ssim(output, reference)
+    return distance(output, reference, "RMS"), uniform_ssim(output, reference)
 
 
 def remap(x: Tensor, rows: Tensor, cols: Tensor, fill: float) -> Tensor:

@@ -11,6 +11,7 @@ from pydantic import validate_call
 from torch import Tensor
 
 from preempt.parts import InputTransform
+from preempt.parts.transform import straight_through
 from preempt.receiver_defenses.base import remap
 
 # Xie et al. resize 299-pixel images to 310..330 pixels and pad them to 331: as fractions of the final size.
@@ -55,7 +56,7 @@ def bilinear_resize_pad(x: Tensor, resized_h: Tensor, resized_w: Tensor, top: Te
     cols = bilinear_taps(width, resized_w, left, x.dtype)
     out = blend_along(blend_along(x, 2, rows), 3, cols)
     # Rounding can put a blend of 1s an ulp above 1: clip it without zeroing the gradient there.
-    out = out - (out - out.clamp(0, 1)).detach()
+    out = straight_through(out, out.clamp(0, 1))
     inside = (rows[0] >= 0)[:, None, :, None] & (cols[0] >= 0)[:, None, None, :]
     return torch.where(inside, out, torch.full_like(out, PAD_VALUE))
 

@@ -13,6 +13,7 @@ from torch import Tensor
 
 from preempt.parts import InputTransform
 from preempt.parts.constraints import AtLeastOne, NonNegativeFloat
+from preempt.threat import distance
 
 Start = Literal["mean", "image"]
 
@@ -106,7 +107,7 @@ def split_bregman_reconstruction(
         moving = active[:, None, None, None, None]
         split = torch.where(moving, shrunk, split)
         bregman = torch.where(moving, bregman + grad - shrunk, bregman)
-        active = active & ((z - previous).flatten(1).square().mean(1).sqrt() > tolerance)
+        active = active & (distance(z, previous, "RMS") > tolerance)
         if not active.any():
             break
     return z
