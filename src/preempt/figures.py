@@ -48,14 +48,26 @@ def plot_rounds(results: list[dict], out: Path, title: str | None = None) -> Pat
         for column, (key, label) in enumerate(CURVES):
             axis = axes[row][column]
             for defense, records in sorted(by_defense.items()):
-                rounds = records[0]["round"]
-                values = np.array([record[key] for record in records if record["round"] == rounds])
-                legend = f"{defense} ({len(values)} seeds)"
-                axis.plot(rounds, values.mean(axis=0), color=colors[defense], label=legend)
-                axis.fill_between(rounds, values.min(axis=0), values.max(axis=0), color=colors[defense], alpha=0.2)
+                draw_spread(axis, records, "round", key, defense, colors[defense])
             axis.set(xlabel="attack round", ylabel=label, ylim=(-0.02, 1.02), title=f"{attack}: {label}")
             axis.grid(alpha=0.3)
         axes[row][0].legend(fontsize=8)
+    return saved(figure, out, title)
+
+
+def draw_spread(axis, records: list[dict], x_key: str, key: str, name: str, color: str) -> None:
+    """One curve of a runs' records (one per seed): its mean over the seeds whose x values are the first's, their
+    range shaded."""
+    xs = records[0][x_key]
+    values = np.array([record[key] for record in records if record[x_key] == xs])
+    axis.plot(xs, values.mean(axis=0), color=color, label=f"{name} ({len(values)} seeds)")
+    axis.fill_between(xs, values.min(axis=0), values.max(axis=0), color=color, alpha=0.2)
+
+
+def saved(figure, out: Path, title: str | None) -> Path:
+    """The figure, titled, written to `out` as PNG and closed."""
+    import matplotlib.pyplot as plt
+
     if title:
         figure.suptitle(title)
     figure.tight_layout()
@@ -79,20 +91,11 @@ def plot_steps(rows: dict[str, list[dict]], out: Path, title: str | None = None)
     figure, axes = plt.subplots(1, len(STEP_CURVES), figsize=(5 * len(STEP_CURVES), 3.8), squeeze=False)
     for axis, (key, label) in zip(axes[0], STEP_CURVES, strict=True):
         for index, (name, records) in enumerate(curves.items()):
-            steps = records[0]["step"]
-            values = np.array([record[key] for record in records if record["step"] == steps])
-            axis.plot(steps, values.mean(axis=0), color=f"C{index}", label=f"{name} ({len(values)} seeds)")
-            axis.fill_between(steps, values.min(axis=0), values.max(axis=0), color=f"C{index}", alpha=0.2)
+            draw_spread(axis, records, "step", key, name, f"C{index}")
         axis.set(xlabel="learning step", ylabel=label, ylim=(-0.02, 1.02), title=label)
         axis.grid(alpha=0.3)
     axes[0][0].legend(fontsize=8)
-    if title:
-        figure.suptitle(title)
-    figure.tight_layout()
-    out.parent.mkdir(parents=True, exist_ok=True)
-    figure.savefig(out, dpi=120)
-    plt.close(figure)
-    return out
+    return saved(figure, out, title)
 
 
 def plot_protected(output_dir: Path, out: Path, limit: int = 8) -> Path:
@@ -123,8 +126,4 @@ def plot_protected(output_dir: Path, out: Path, limit: int = 8) -> Path:
         axes[2][column].set_title(f"Linf {entry['linf_levels']}/255", fontsize=8)
     for row, name in enumerate(("original", "protected", "δ, ±ε → 0…1")):
         axes[row][0].set_ylabel(name)
-    figure.tight_layout()
-    out.parent.mkdir(parents=True, exist_ok=True)
-    figure.savefig(out, dpi=120)
-    plt.close(figure)
-    return out
+    return saved(figure, out, None)
