@@ -123,3 +123,73 @@ def test_two_loads_of_one_uncached_model_at_once_train_it_once_and_both_get_it(t
         thread.join()
     assert len(trained) == 1 and len(models) == 2
     assert torch.equal(models[0].weight, models[1].weight)
+
+
+@pytest.mark.parametrize("bad", [float("nan"), float("inf"), -float("inf")])
+def test_non_finite_weights_are_refused_naming_the_file_the_first_key_and_the_count(tmp_path: Path, bad: float) -> None:
+    weights = _weights()
+    weights["w"][3, :2] = bad
+    path = tmp_path / "diverged.pt"
+    torch.save({"epoch": torch.tensor(7), "state_dict": weights}, path)
+    message = _error(path)
+    assert "holds non-finite weights: state_dict.w has 2 NaN or inf values (of 1000)" in message
+    assert "Retrain the model, or export its weights again" in message and f"replace {path}" in message
+
+
+def test_non_finite_tensors_in_lists_are_found_and_integer_tensors_are_not_checked(tmp_path: Path) -> None:
+    path = tmp_path / "ema.pt"
+    shadow = [torch.ones(3), torch.tensor([1.0, float("nan")])]
+    torch.save({"step": torch.tensor(3), "ema": {"shadow_params": shadow}}, path)
+    assert "ema.shadow_params[1] has 1 NaN or inf values (of 2)" in _error(path)
+    torch.save({"step": torch.tensor(3), "ema": {"shadow_params": shadow[:1]}}, path)
+    assert load_checkpoint(path)["step"] == 3
+
+
+def test_an_a5_robustifier_with_nan_weights_is_refused_at_validation(compose_config, tmp_path: Path) -> None:
+    """Loaded, it ran to the end: protected accuracy 0, SSIM nan, no sanity flag, exit 0."""
+    from preempt.defenses.a5 import Robustifier
+    from preempt.parts import ConfigError
+    from preempt.validation import validate_config
+
+    robustifier = Robustifier(1, width=4)
+    with torch.no_grad():
+        robustifier.convolutional_dnn[2].bias.fill_(float("nan"))
+    path = tmp_path / "robustifier_best"
+    torch.save({"state_dict": robustifier.state_dict()}, path)
+    cfg = compose_config("defense=a5", f"defense.checkpoint={path}", "defense.width=4", "attack=none")
+    with pytest.raises(ConfigError, match=re.escape(f"defense: checkpoint {path} holds non-finite weights: ")):
+        validate_config(cfg)
+
+
+def test_a_folder_a_device_or_a_fifo_is_refused_saying_what_it_is_before_reading(tmp_path: Path) -> None:
+    """Not "does not exist" for a folder, and no endless read of /dev/zero or wait on a FIFO."""
+    os.mkfifo(tmp_path / "pipe.pt")
+    assert "is a folder, not a regular file. Point it at the weight file itself" in _error(tmp_path)
+    assert "is a character device, not a regular file" in _error(Path("/dev/zero"))
+    assert "is a FIFO (named pipe), not a regular file" in _error(tmp_path / "pipe.pt")
+
+
+def test_a_training_that_diverges_is_refused_and_nothing_is_saved(tmp_path: Path) -> None:
+    from preempt.checkpoints import load_or_train
+
+    def diverged() -> tuple[torch.nn.Module, dict]:
+        model = torch.nn.Linear(3, 2)
+        with torch.no_grad():
+            model.weight[0, 0] = float("inf")
+        return model, {}
+
+    with pytest.raises(CheckpointError, match=f"the model trained for {tmp_path / 'model.pt'} holds non-finite"):
+        load_or_train(tmp_path / "model.pt", {"recipe": 1}, lambda saved: torch.nn.Linear(3, 2), diverged)
+    assert not (tmp_path / "model.pt").exists()
+
+
+def test_a_cached_model_with_nan_weights_is_retrained_not_loaded(tmp_path: Path) -> None:
+    from preempt.checkpoints import load_or_train, save_with_checksum
+
+    recipe, path = {"recipe": 1}, tmp_path / "model.pt"
+    cached = torch.nn.Linear(3, 2)
+    with torch.no_grad():
+        cached.bias.fill_(float("nan"))
+    save_with_checksum(cached.state_dict(), path, {"recipe": recipe})
+    retrained = load_or_train(path, recipe, lambda saved: torch.nn.Linear(3, 2), lambda: (torch.nn.Linear(3, 2), {}))
+    assert torch.isfinite(retrained.bias).all()

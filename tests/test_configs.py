@@ -11,6 +11,7 @@ import torch
 from conftest import CONF_DIR, ROOT, TRANSFORMS, instantiate_error, option_node, option_target
 from hydra.utils import instantiate
 from omegaconf import OmegaConf
+from PIL import Image
 
 from preempt.assembly import Assembly, bind
 from preempt.attacks.base import Attack
@@ -113,7 +114,10 @@ def test_every_shipped_option_passes_validation(
     Receiver-side options are checked with the oblivious attacker: gradient attacks through a
     non-differentiable g are refused on purpose (tested in test_receiver_defenses.py).
     """
-    extra = [f"dataset.root={tmp_path}"] if override == "dataset=folder" else []
+    extra = []
+    if override == "dataset=folder":  # one image named as the folder loader wants, so nothing is left unused
+        Image.new("RGB", (32, 32)).save(tmp_path / "0_0.png")
+        extra.append(f"dataset.root={tmp_path}")
     group, _, option = override.partition("=")
     if group in ROLE_GROUPS:
         extra += user_settings(group, option, request)

@@ -63,3 +63,18 @@ def test_step_figure_has_a_panel_per_accuracy_and_a_curve_per_row(tmp_path: Path
         assert image.format == "PNG" and image.width > 1.5 * image.height  # two panels side by side
     with pytest.raises(SystemExit, match="record_every"):
         plot_steps({"no curve": rows["no curve"]}, tmp_path / "none.png")
+
+
+def test_the_protected_picture_draws_a_file_too_small_for_ssim(tmp_path: Path) -> None:
+    from helpers.manifests import manifest_line, write_manifest
+
+    from preempt.figures import plot_protected
+
+    source, target = tmp_path / "in", tmp_path / "out"
+    source.mkdir(), target.mkdir()
+    Image.new("L", (4, 4), 100).save(source / "tiny.png")
+    Image.new("L", (4, 4), 104).save(target / "tiny.png")
+    measured = {"label": 1, "loss_before": 0.5, "loss_after": 0.1, "linf_levels": 4, "ssim": None}
+    write_manifest(target, [manifest_line("tiny.png", source, target) | measured])
+    with Image.open(plot_protected(target, tmp_path / "tiny_figure.png")) as figure:
+        assert figure.width > 0

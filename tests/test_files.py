@@ -10,8 +10,9 @@ from pathlib import Path
 
 import pytest
 from conftest import ROOT, main_command
+from helpers.locks import folder_held_by_another_process
 
-from preempt.files import replace_atomically, write_json_atomically
+from preempt.files import current_umask, replace_atomically, write_json_atomically
 
 WRITER = """
 import signal, sys, time
@@ -119,3 +120,43 @@ def test_a_missing_package_that_ships_data_is_named_with_what_it_ships_and_the_f
     assert (installed_package_dir("foolbox", "the sample images") / "data").is_dir()
     with pytest.raises(ModuleNotFoundError, match=r"no_such_package \(which ships the weights\) is not installed; "):
         installed_package_dir("no_such_package", "the weights")
+
+
+def test_a_folder_in_use_is_refused_naming_its_holder_and_freed_when_the_holder_is_killed(tmp_path: Path) -> None:
+    from preempt.files import FolderInUseError, lock_folder, release_folder
+
+    folder = tmp_path / "out"
+    with (
+        folder_held_by_another_process(folder, "preempt protect") as holder,
+        pytest.raises(FolderInUseError) as refused,
+    ):
+        lock_folder(folder, "preempt protect")
+    assert str(refused.value).startswith(f"{folder} is in use: process {holder} (preempt protect)")
+    lock_folder(folder, "a test")
+    lock_folder(folder, "a test")  # this process may take its own lock again
+    release_folder(folder)
+
+
+def test_write_inside_never_writes_through_a_link(tmp_path: Path) -> None:
+    from preempt.files import LinkInFolderError, links_inside, write_inside
+
+    root, elsewhere = tmp_path / "out", tmp_path / "elsewhere"
+    root.mkdir()
+    elsewhere.mkdir()
+    (root / "sub").symlink_to(elsewhere, target_is_directory=True)
+    with pytest.raises(LinkInFolderError, match="sub is a link"):
+        write_inside(root, "sub/a.png", b"data")
+    assert not list(elsewhere.iterdir()), "nothing written through the folder link"
+
+    victim = tmp_path / "victim.txt"
+    victim.write_text("keep me")
+    (root / "b.png").symlink_to(victim)
+    assert links_inside(root) == [root / "b.png", root / "sub"]
+    write_inside(root, "b.png", b"data")
+    assert victim.read_text() == "keep me" and (root / "b.png").read_bytes() == b"data", (
+        "the link replaced, not followed"
+    )
+
+    written = write_inside(root, "new/deeper/c.png", b"c")
+    assert written.read_bytes() == b"c" and oct(written.stat().st_mode & 0o777) == oct(0o666 & ~current_umask())
+    assert not list(root.rglob("*.tmp"))

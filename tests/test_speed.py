@@ -2,8 +2,10 @@
 numerics against fp32, and the fastest chunk timed once and kept."""
 
 import concurrent.futures
+import gc
 import json
 import time
+import weakref
 
 import pytest
 import torch
@@ -36,10 +38,32 @@ def test_activation_bytes_per_copy_count_activations_not_weights() -> None:
     assert speed.activation_bytes_per_copy(model, torch.rand(1, 16, 16)) == (1024 + 4096, 4096)
 
 
-def test_copies_per_pass_fill_the_budget() -> None:
+def test_measuring_activations_leaves_no_copy_alive() -> None:
+    """Each measurement's graph and its copies of the image are freed (a pack hook returning the saved tensor
+    itself leaked them: three photos' worth for every photo shape a folder holds)."""
     model = conv_relu_linear()
-    assert speed.copies_per_pass(model, torch.rand(1, 16, 16), budget_mib=1) == 2**20 // 5120
+    inputs: list[weakref.ref] = []
+    model.register_forward_pre_hook(lambda module, arguments: inputs.append(weakref.ref(arguments[0])))
+    speed.activation_bytes_per_copy(model, torch.rand(1, 16, 16))
+    gc.collect()
+    assert len(inputs) == 2 and all(copies() is None for copies in inputs)
+
+
+def test_copies_per_pass_fill_the_budget() -> None:
+    """Each copy holds its activations (5,120 bytes) and a step's tensors of its own size (6 × 1,024 bytes)."""
+    model = conv_relu_linear()
+    per_copy = 5120 + speed.STEP_TENSORS_PER_COPY * 1024
+    assert speed.copies_per_pass(model, torch.rand(1, 16, 16), budget_mib=1) == 2**20 // per_copy
     assert speed.copies_per_pass(model, torch.rand(1, 16, 16), budget_mib=0.001) == 1  # at least one copy
+
+
+def test_a_photos_own_size_bounds_its_passes() -> None:
+    """A 512×512 photo resized to the model's 16×16 saves the model's activations, but each copy of it in a pass
+    holds a step's tensors of its own size (1 MiB each): a 16 MiB budget takes two copies, not three thousand."""
+    from preempt.protection.folder import AtModelResolution
+
+    photo_model = AtModelResolution(conv_relu_linear(), (16, 16))
+    assert speed.copies_per_pass(photo_model, torch.rand(1, 512, 512), budget_mib=16) == 2  # 16 MiB ÷ (6 MiB + 5 KiB)
 
 
 def test_on_the_cpu_no_activation_outgrows_mallocs_kept_blocks() -> None:
@@ -176,7 +200,8 @@ def test_processes_sharing_the_cores_get_their_share_of_threads_and_at_least_one
 
 # Chunk timing: a fake backbone pass whose cost per copy is set by the chunk size, so the fastest is known.
 CHUNK_COST = {16: 0.002, 8: 0.001, 4: 0.0015, 2: 0.003, 1: 0.004}  # seconds per copy
-BOUND_16 = 16 * 5120 / 2**20  # a budget (MiB) of 16 copies of conv_relu_linear's 5,120 saved bytes
+# A budget (MiB) of 16 copies of conv_relu_linear's 5,120 saved bytes and a step's tensors of 1,024 bytes.
+BOUND_16 = 16 * (5120 + speed.STEP_TENSORS_PER_COPY * 1024) / 2**20
 
 
 def sleeping_pass(calls: list[int]):

@@ -1,7 +1,8 @@
 """The one way the project reads weight files: tensors only, and a message naming the file and the fix on failure.
 
-A bad checkpoint otherwise surfaces as `EOFError()`, a miniz error or an unpickling error that names no file, and a
-checkpoint holding pickled Python objects would run arbitrary code when loaded.
+A bad checkpoint otherwise surfaces as `EOFError()`, a miniz error or an unpickling error that names no file, a
+checkpoint holding pickled Python objects would run arbitrary code when loaded, and one holding NaN or inf weights
+would run to the end with every output NaN (an accuracy of 0, an SSIM of nan) and no error.
 """
 
 from __future__ import annotations
@@ -14,12 +15,12 @@ import os
 import pickle
 import re
 import zipfile
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterable, Iterator
 from pathlib import Path
 
 import torch
 
-from preempt.files import exclusive_lock, replace_atomically
+from preempt.files import exclusive_lock, replace_atomically, special_file_kind
 
 log = logging.getLogger(__name__)
 
@@ -32,7 +33,11 @@ class CheckpointError(RuntimeError):
 
 
 def check_file(path: Path) -> None:
-    """Catch, without reading tensor data, the files torch would fail on with a cryptic message."""
+    """Catch, without reading tensor data, the files torch would fail on with a cryptic message (or never return
+    from: a device such as /dev/zero, a FIFO)."""
+    kind = special_file_kind(path)
+    if kind is not None:
+        raise CheckpointError(f"checkpoint {path} is {kind}, not a regular file. Point it at the weight file itself.")
     if not path.is_file():
         raise CheckpointError(f"checkpoint {path} does not exist. Put the weight file there.")
     if path.stat().st_size == 0:
@@ -52,15 +57,56 @@ def check_file(path: Path) -> None:
 
 
 def load_checkpoint(path: str | Path) -> object:
-    """`torch.load` on the CPU with `weights_only=True`, after `check_file`; every failure names `path`."""
+    """`torch.load` on the CPU with `weights_only=True`, after `check_file`, and its tensors checked finite; every
+    failure names `path`."""
     path = Path(path)
     check_file(path)
     try:
-        return torch.load(path, map_location="cpu", weights_only=True)
+        loaded = torch.load(path, map_location="cpu", weights_only=True)
     except pickle.UnpicklingError as error:
         raise unpickling_error(path, error) from error
     except Exception as error:
         raise _corrupt(path, f"torch could not read it: {type(error).__name__}: {_first_line(error)}") from error
+    refuse_non_finite(_tensors_in(loaded), f"checkpoint {path}", _reexport(path))
+    return loaded
+
+
+def refuse_non_finite_model(model: torch.nn.Module, path: Path) -> None:
+    """For loaders that read `path` their own way (TorchScript, RobustBench): the loaded model's parameters and
+    buffers must be finite, as `load_checkpoint` requires of a file's tensors."""
+    refuse_non_finite(_parameters_and_buffers(model), f"checkpoint {path}", _reexport(path))
+
+
+def refuse_non_finite(named_tensors: Iterable[tuple[str, torch.Tensor]], source: str, fix: str) -> None:
+    """A CheckpointError naming the first floating tensor with NaN or inf values and how many it holds."""
+    for key, tensor in named_tensors:
+        if (tensor.is_floating_point() or tensor.is_complex()) and not bool(torch.isfinite(tensor).all()):
+            count = int((~torch.isfinite(tensor)).sum())
+            raise CheckpointError(
+                f"{source} holds non-finite weights: {key} has {count} NaN or inf values (of {tensor.numel()}), so "
+                f"the model's outputs would be NaN. {fix}"
+            )
+
+
+def _reexport(path: Path) -> str:
+    return f"Retrain the model, or export its weights again from a run whose weights are finite, and replace {path}."
+
+
+def _tensors_in(loaded: object, key: str = "") -> Iterator[tuple[str, torch.Tensor]]:
+    """Every tensor of a loaded checkpoint, in nested dicts, lists and tuples, under its path of keys."""
+    if isinstance(loaded, torch.Tensor):
+        yield key, loaded
+    elif isinstance(loaded, dict):
+        for name, value in loaded.items():
+            yield from _tensors_in(value, f"{key}.{name}" if key else str(name))
+    elif isinstance(loaded, list | tuple):
+        for index, value in enumerate(loaded):
+            yield from _tensors_in(value, f"{key}[{index}]")
+
+
+def _parameters_and_buffers(model: torch.nn.Module) -> Iterator[tuple[str, torch.Tensor]]:
+    yield from model.named_parameters()
+    yield from model.named_buffers()
 
 
 def unpickling_error(path: Path, error: pickle.UnpicklingError) -> CheckpointError:
@@ -149,6 +195,11 @@ def load_or_train(
         if cached is not None:
             return cached
         model, record = train()
+        refuse_non_finite(
+            _parameters_and_buffers(model),
+            f"the model trained for {path}",
+            "The training diverged and nothing was saved: change its recipe (a lower learning rate) and train again.",
+        )
         save_with_checksum(model.state_dict(), path, {"recipe": recipe, **record})
         return model
 

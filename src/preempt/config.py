@@ -12,8 +12,6 @@ from hydra.core.hydra_config import HydraConfig
 from hydra.errors import HydraException
 from omegaconf import DictConfig, OmegaConf, open_dict
 
-from preempt.parts import ConfigError
-
 
 def project_root() -> str:
     """The repository root (the package is installed in editable mode from `src/`)."""
@@ -58,6 +56,8 @@ def compose_run(config_name: str, overrides: list[str], output_dir: Path | str) 
     try:
         cfg = compose(config_name=config_name, overrides=overrides, return_hydra_config=True)
     except HydraException as error:
+        from preempt.parts import ConfigError  # imported here: the parts load torch, composing does not
+
         message = str(error).split("\nConfig search path")[0].replace("\n\t", " ").replace("\n\n", ". ")
         raise ConfigError(
             f"{message.strip()} (overrides are key=value or group=option; see conf/{config_name}.yaml)"

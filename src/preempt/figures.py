@@ -122,8 +122,13 @@ def plot_protected(output_dir: Path, out: Path, limit: int = 8) -> Path:
             axis.set_xticks([])
             axis.set_yticks([])
         axes[0][column].set_title(f"label {entry['label']}\nloss {entry['loss_before']:.2g}", fontsize=8)
-        axes[1][column].set_title(f"loss {entry['loss_after']:.2g}\nSSIM {entry['ssim']:.2f}", fontsize=8)
+        axes[1][column].set_title(f"loss {entry['loss_after']:.2g}\nSSIM {ssim_text(entry['ssim'])}", fontsize=8)
         axes[2][column].set_title(f"Linf {entry['linf_levels']}/255", fontsize=8)
     for row, name in enumerate(("original", "protected", "δ, ±ε → 0…1")):
         axes[row][0].set_ylabel(name)
     return saved(figure, out, None)
+
+
+def ssim_text(ssim: float | None) -> str:
+    """A file's SSIM as its picture's title gives it; an image too small for SSIM's window has none."""
+    return "not measured" if ssim is None else f"{ssim:.2f}"

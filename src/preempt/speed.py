@@ -32,9 +32,15 @@ MIB = 2**20
 # The opt-in numerics of the defense's passes: they change the protected pixels (within a tolerance), so they are
 # part of what decides a protection; chunking and the allocator are not.
 ACCELERATIONS = ("bf16", "channels_last", "compile", "cuda_graphs")
-# The CPU budget for one backbone pass's saved activations (the allocator rule below usually binds first).
+# The CPU budget (`memory_budget_bytes`) for each of the two things a step of the defense holds at once: one backbone
+# pass's saved activations and copies (the allocator rule below usually binds first on model-sized images), and the
+# random starts it draws at once.
 CPU_MEMORY_BUDGET_MIB = 2048
-# On CUDA the budget is this fraction of the memory free when the defense first runs.
+# Besides its activations, each copy in a pass holds this many tensors of its own size at the peak of an FGSM step
+# (its start, gradient, sign, step and the projection's temporaries): what bounds a pass on large photos, whose
+# activations are the model's size (measured: 5.1 to 5.6 per copy on a 12-megapixel photo).
+STEP_TENSORS_PER_COPY = 6
+# On CUDA the budget is this fraction of the memory free when the defense first meets a batch shape.
 CUDA_FREE_FRACTION = 0.5
 # glibc's malloc serves blocks up to its mmap threshold from memory it keeps and maps every larger block fresh
 # from the kernel, unmapping it when freed; it also gives back (trims) freed memory at the top of its heap beyond
@@ -73,7 +79,8 @@ def keep_freed_memory() -> bool:
 
 
 def memory_budget_bytes(device: torch.device, budget_mib: float | None) -> int:
-    """The bytes one backbone pass may keep for its backward: `budget_mib`, or the device's default."""
+    """The bytes one step may hold in each of its backbone passes and in its random starts: `budget_mib`, or the
+    device's default."""
     if budget_mib is not None:
         return int(budget_mib * MIB)
     if device.type == "cuda":
@@ -92,7 +99,9 @@ def saved_activations(model: nn.Module, image: Tensor, copies: int) -> dict[int,
         storage = tensor.untyped_storage()
         if storage.data_ptr() not in own:
             storages[storage.data_ptr()] = storage.nbytes()
-        return tensor
+        # Not the tensor itself: an output its own node saves (a ReLU's) would hold that node, a cycle Python's
+        # collector cannot see, and every measurement would leak its graph and its copies of the image.
+        return tensor.detach()
 
     x = image.detach().unsqueeze(0).repeat(copies, *([1] * image.dim())).requires_grad_(True)
     with torch.enable_grad(), torch.autograd.graph.saved_tensors_hooks(keep, lambda tensor: tensor):
@@ -109,11 +118,13 @@ def activation_bytes_per_copy(model: nn.Module, image: Tensor) -> tuple[int, int
 
 def copies_per_pass(model: nn.Module, image: Tensor, budget_mib: float | None) -> int:
     """How many image copies one forward+backward pass takes (at least one): as many as the memory budget holds,
-    and on the CPU no more than keep every activation within the blocks malloc keeps (`CPU_LARGEST_BLOCK`). An
-    accelerated backbone is measured in fp32 without compiling: an upper bound on what it saves."""
+    each copy's saved activations and the `STEP_TENSORS_PER_COPY` tensors of its own size a step holds besides (a
+    photo at its own resolution dwarfs the activations of the model-sized input it is resized to), and on the CPU
+    no more than keep every activation within the blocks malloc keeps (`CPU_LARGEST_BLOCK`). An accelerated
+    backbone is measured in fp32 without compiling: an upper bound on what it saves."""
     plain = model.backbone if isinstance(model, AcceleratedBackbone) else model
     per_copy, largest = activation_bytes_per_copy(plain, image)
-    copies = memory_budget_bytes(image.device, budget_mib) // per_copy
+    copies = memory_budget_bytes(image.device, budget_mib) // (per_copy + STEP_TENSORS_PER_COPY * image.nbytes)
     if image.device.type == "cpu":
         copies = min(copies, CPU_LARGEST_BLOCK // largest)
     return max(1, copies)

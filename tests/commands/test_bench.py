@@ -9,6 +9,7 @@ from conftest import CONF_DIR
 from hydra import compose, initialize_config_dir
 
 from preempt.commands.bench import bench, floor_seconds_per_image, format_report, image_levels_apart
+from preempt.parts import ConfigError
 
 TINY = [
     "dataset=digits",
@@ -67,6 +68,13 @@ def test_bench_measures_every_section_and_writes_json_table_and_plot(zoo_dir: Pa
     ]
     assert set(report["loop"]["seconds_per_image"]) == {"label", "defense", "attack", "score"}
     assert report["loop"]["slowest_stage"] in report["loop"]["seconds_per_image"]
+
+
+def test_a_comparison_outside_the_project_is_refused_before_any_model_is_built(tmp_path, no_model_building) -> None:
+    with initialize_config_dir(config_dir=str(CONF_DIR), version_base="1.3"):
+        cfg = compose("bench", overrides=[f"paths.output_dir={tmp_path}", "bench.compare.bilevel._target_=shutil.copy"])
+    with pytest.raises(ConfigError, match=r"bench\.compare\.bilevel\._target_=shutil\.copy: shutil is not a trusted"):
+        bench(cfg)
 
 
 def test_the_floor_uses_only_chunks_a_batch_can_fill() -> None:

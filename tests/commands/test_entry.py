@@ -3,6 +3,7 @@
 from pathlib import Path
 
 import pytest
+from helpers.locks import folder_held_by_another_process
 from hydra.errors import InstantiationException
 
 from preempt.commands.entry import KeepFinishedRuns, marked_if_failed, one_line_refusals, task_overrides
@@ -44,3 +45,13 @@ def test_a_finished_run_folder_is_refused_before_hydra_writes_into_it(tmp_path: 
 
 def test_outside_a_hydra_run_there_are_no_overrides() -> None:
     assert task_overrides() == []
+
+
+def test_a_run_folder_in_use_or_unwritable_is_refused_before_hydra_writes_there(tmp_path: Path) -> None:
+    folder = tmp_path / "run"
+    with folder_held_by_another_process(folder, "src/main.py") as holder, pytest.raises(SystemExit) as refused:
+        KeepFinishedRuns.refuse(folder)
+    assert str(refused.value).startswith(f"error: {folder} is in use: process {holder} (src/main.py)")
+    KeepFinishedRuns.refuse(folder)  # free again once its holder is gone
+    with pytest.raises(SystemExit, match=r"run folder /sys/preempt_run cannot be written .*set hydra\.run\.dir"):
+        KeepFinishedRuns.refuse(Path("/sys/preempt_run"))

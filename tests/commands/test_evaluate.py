@@ -175,6 +175,7 @@ def test_an_own_loader_from_a_config_folder_of_the_user_s_runs_as_docs_extending
     hydra.searchpath; its loader's annotated file is refused at validation when missing, naming it."""
     (tmp_path / "own_lite0_models.py").write_text(OWN_LOADER)
     monkeypatch.syspath_prepend(str(tmp_path))
+    monkeypatch.setenv("PREEMPT_TRUSTED_MODULES", "own_lite0_models")
     my_conf = tmp_path / "my_conf"
     (my_conf / "model").mkdir(parents=True)
     (my_conf / "model" / "my_lite0.yaml").write_text(
@@ -289,7 +290,7 @@ def test_a_failing_ddp_rank_ends_the_run_with_its_error(tmp_path: Path, zoo_dir:
         "batch_size=4",
         "logger=none",
     )
-    env = {**os.environ, "PYTHONPATH": str(ROOT / "tests" / "helpers")}
+    env = {**os.environ, "PYTHONPATH": str(ROOT / "tests" / "helpers"), "PREEMPT_TRUSTED_MODULES": "faulty_parts"}
     done = subprocess.run(command, capture_output=True, text=True, timeout=300, cwd=ROOT, env=env)
     assert done.returncode != 0
     last_line = (done.stdout + done.stderr).strip().splitlines()[-1]

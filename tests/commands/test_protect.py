@@ -10,9 +10,12 @@ import sys
 import time
 from pathlib import Path
 
+import pytest
 from conftest import ROOT
+from helpers.manifests import protected_folder
 from helpers.protection import DIGITS, protect_command, write_digits
 
+from preempt.commands.protect import main, parse_arguments
 from preempt.protection.manifest import MANIFEST_FILE, read_manifest
 
 
@@ -63,3 +66,15 @@ def test_the_console_script_lists_its_commands_and_protects(tmp_path: Path, zoo_
     assert "protected 3 file(s)" in done.stdout and "3 file(s): 3 within" in done.stdout
     entries = [json.loads(line) for line in (tmp_path / "out" / MANIFEST_FILE).read_text().splitlines()]
     assert [entry["input"] for entry in entries] == sorted(path.name for path in source.glob("*.png"))
+
+
+def test_overrides_may_come_after_flags() -> None:
+    arguments = parse_arguments(["in", "out", "--no-progress", "batch_size=1", "--force", "seed=2"])
+    assert arguments.overrides == ["batch_size=1", "seed=2"] and arguments.no_progress and arguments.force
+
+
+def test_a_malformed_manifest_in_output_dir_is_one_error_line(tmp_path: Path, zoo_dir: Path) -> None:
+    source, target = protected_folder(tmp_path, [3])
+    (target / MANIFEST_FILE).write_text('{"input": "0.png", "status": "weird"}\n')
+    with pytest.raises(SystemExit, match=r"^error: .*manifest\.jsonl, line 1: it has no output, input_dir"):
+        main([str(source), str(target), f"paths.cache_dir={zoo_dir}", *DIGITS, "--no-progress"])

@@ -10,7 +10,9 @@ import time
 from pathlib import Path
 
 import pytest
+import yaml
 from conftest import ROOT
+from helpers.locks import folder_held_by_another_process
 
 from preempt.commands.reproduce import main, step_curves, train_first_use_models
 from preempt.reproduce.runs import FIRST_USE_TRAINERS, Cell
@@ -137,3 +139,45 @@ def test_a_steps_figure_draws_a_curve_per_row_from_the_runs_that_kept_steps() ->
         "Fast Preemption (pgd)": [kept, kept],
         "Fast Preemption (fgsm)": [kept],
     }
+
+
+def test_a_second_reproduction_into_one_folder_is_refused_naming_the_first(tmp_path: Path, capsys) -> None:
+    with folder_held_by_another_process(tmp_path / "quick", "reproduce --scale quick") as holder:
+        status = main(["--tables-dir", str(TABLES), "--out", str(tmp_path), "--no-wandb", "--no-pictures"])
+    assert status == 2
+    assert f"is in use: process {holder} (reproduce --scale quick)" in capsys.readouterr().err
+    assert not (tmp_path / "quick" / "runs").exists()
+
+
+def copying_overrides(copied: Path) -> list[str]:
+    """A defense that, built, copies a file: what a hostile table or command line could ask for."""
+    return ["defense._target_=shutil.copy", f"+defense.src={TABLES / 'tiny.yaml'}", f"+defense.dst={copied}"]
+
+
+def test_a_table_that_names_a_function_to_build_is_refused_by_the_plan(tmp_path: Path, capsys) -> None:
+    table = yaml.safe_load((TABLES / "tiny.yaml").read_text())
+    table["rows"][0]["overrides"] += copying_overrides(tmp_path / "copied")
+    (tmp_path / "tables").mkdir()
+    (tmp_path / "tables" / "hostile.yaml").write_text(yaml.safe_dump(table))
+    status = main(["--tables-dir", str(tmp_path / "tables"), "--out", str(tmp_path / "out"), "--plan"])
+    assert status == 2 and not (tmp_path / "copied").exists()
+    assert "hostile.yaml: (top): Value error, row 'none': 'defense._target_=shutil.copy' sets a _target_" in (
+        capsys.readouterr().err
+    )
+
+
+def test_the_plan_refuses_an_untrusted_target_before_building_it(tmp_path: Path, capsys) -> None:
+    """Without the check, validating the undefended row's config would call shutil.copy."""
+    arguments = ["--tables-dir", str(TABLES), "--out", str(tmp_path / "out"), "--plan"]
+    status = main([*arguments, *copying_overrides(tmp_path / "copied")])
+    assert status == 2 and not (tmp_path / "copied").exists()
+    assert "defense._target_=shutil.copy: shutil is not a trusted module" in capsys.readouterr().err
+
+
+@pytest.mark.parametrize("arguments", [["--help"], ["--scale", "huge"], ["--tables-dir", "missing", "--plan"]])
+def test_help_and_bad_arguments_answer_without_loading_torch(arguments: list[str], tmp_path: Path) -> None:
+    """They answer at once: torch, Lightning and the models are loaded only to plan or run."""
+    code = "import sys\nfrom preempt.commands.reproduce import main\ntry:\n    main(sys.argv[1:])\nexcept SystemExit:\n"
+    code += "    pass\nprint('torch loaded:', 'torch' in sys.modules)"
+    done = subprocess.run([sys.executable, "-c", code, *arguments], cwd=tmp_path, capture_output=True, text=True)
+    assert done.stdout.splitlines()[-1] == "torch loaded: False", done.stdout[-2000:] + done.stderr[-2000:]

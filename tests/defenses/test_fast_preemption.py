@@ -1,16 +1,20 @@
 """Fast Preemption's invariants, its purpose, its ablation knobs and the authors'-code preset."""
 
+from contextlib import nullcontext
+
 import pytest
 import torch
 import torch.nn.functional as F
 from hydra.utils import instantiate
 from torch import nn
+from torch.profiler import ProfilerActivity
 
 from preempt import speed
 from preempt.assembly import bind
 from preempt.defenses.fast_preemption import FastPreemption, step_order
 from preempt.models import PixelClassifier
 from preempt.parts import NoDefense
+from preempt.randomness import per_sample_streams
 from preempt.threat import distance
 
 
@@ -281,7 +285,57 @@ def test_the_memory_budget_sets_copies_per_pass_once(digits_models, digits_batch
     defense = FastPreemption(digits_models["digits_cnn_at"], eps=0.2, memory_budget_mb=1)
     defense(x, labels)
     per_copy, _ = speed.activation_bytes_per_copy(digits_models["digits_cnn_at"], x[0])
-    assert defense.copies_per_pass == 2**20 // per_copy
+    assert defense.copies_per_pass == 2**20 // (per_copy + speed.STEP_TENSORS_PER_COPY * x[0].nbytes)
+
+
+def photo_backbone() -> nn.Module:
+    """The tiny backbone on images of any size, resized to its 8×8 input as `preempt protect` does."""
+    from preempt.protection.folder import AtModelResolution
+
+    return AtModelResolution(tiny_backbone(), (8, 8))
+
+
+def test_each_image_shape_gets_its_own_pass_size() -> None:
+    """A pass sized on thumbnails would not fit a photo: a 64×64 batch after an 8×8 one takes fewer copies per pass,
+    as many as the budget holds of its own step tensors (6 × 48 KiB per copy in 1 MiB: 3)."""
+    backbone = photo_backbone()
+    batch_sizes: list[int] = []
+    backbone.register_forward_hook(lambda module, inputs, output: batch_sizes.append(len(inputs[0])))
+    defense = FastPreemption(backbone, eps=0.03, n_samples=8, forward_steps=1, backward_steps=0, memory_budget_mb=1)
+    defense(torch.rand(2, 3, 8, 8), torch.zeros(2).long())
+    thumbnails = defense.copies_per_pass
+    batch_sizes.clear()
+    defense(torch.rand(1, 3, 64, 64), torch.zeros(1).long())
+    assert thumbnails >= 16 and defense.copies_per_pass == 3
+    assert batch_sizes[2:] == [3, 3, 2]  # after the two passes that measure a copy's activations
+
+
+@pytest.mark.parametrize("randomness", ["per_batch", "per_sample"])
+def test_starts_beyond_the_budget_are_drawn_in_rounds_of_the_same_starts(randomness: str) -> None:
+    """When a batch's N×B starts outgrow the memory budget, each step draws them in rounds (here 2 of each photo's
+    4) and adds up each photo's examples: no draw makes more than a round of starts. On the CPU with Linf, one photo
+    (or per-sample streams, each photo's rows joined by a cat) draws the same starts as one round: the protection
+    differs only where the other float order of the sum flips an FGSM sign (the bound of
+    `test_chunked_passes_on_resnet18_...`)."""
+    x = torch.rand(1 if randomness == "per_batch" else 2, 3, 32, 32)
+    labels = torch.arange(len(x))
+    eps, n = 0.05, 4
+
+    def protect(**budget) -> tuple[torch.Tensor, list[int]]:
+        defense = FastPreemption(photo_backbone(), eps=eps, n_samples=n, **budget)
+        torch.manual_seed(3)
+        streams = per_sample_streams(5, torch.arange(len(x))) if randomness == "per_sample" else nullcontext()
+        with streams, torch.profiler.profile(activities=[ProfilerActivity.CPU], profile_memory=True) as profile:
+            protected = defense(x, labels)
+        draws = [event.cpu_memory_usage for event in profile.events() if event.name in ("aten::rand", "aten::cat")]
+        return protected, draws
+
+    in_rounds, round_draws = protect(memory_budget_mb=2 * x.nbytes / 2**20)  # two starts of every photo
+    whole, whole_draws = protect()
+    assert max(round_draws) == 2 * x.nbytes < max(whole_draws) == 4 * x.nbytes
+    differ = (in_rounds - whole).abs()
+    assert (differ > 1e-5).float().mean() < 0.01
+    assert differ.max() <= 3 * 0.7 * 2 * eps / n + 1e-6
 
 
 def test_with_a_timings_file_the_defense_passes_the_fastest_chunk_and_keeps_it(
@@ -311,18 +365,20 @@ def test_a_composed_run_keeps_its_chunk_timings_in_the_cache(compose_config, zoo
     assert compose_config("speed.chunk_timings=null").defense.chunk_timings is None
 
 
-def test_a_step_makes_tensors_of_all_copies_only_for_its_draw() -> None:
-    """The N×B copies are allocated twice per step (their centers and their random starts); every other operation
-    runs per chunk. On 224-px photos a tensor of all copies is hundreds of MiB, mapped fresh from the kernel each time
-    it is made: when each operation of a step made one, EfficientNet-Lite0 ran at 1.43× its passes' floor."""
+@pytest.mark.parametrize(("images", "expected"), [(4, ["aten::index", "aten::rand"]), (1, ["aten::rand"])])
+def test_a_step_makes_tensors_of_all_copies_only_for_its_draw(images: int, expected: list[str]) -> None:
+    """A step allocates its N×B random starts, and for several images their repeated pixels to draw them around
+    (freed after the draw); a single photo's copies are views of it. Every other operation runs per chunk. On
+    224-px photos a tensor of all copies is hundreds of MiB, mapped fresh from the kernel each time it is made: when
+    each operation of a step made one, EfficientNet-Lite0 ran at 1.43× its passes' floor."""
     backbone = tiny_backbone()
-    x, labels = torch.rand(4, 3, 8, 8), torch.zeros(4).long()
-    all_copies_bytes = 4 * 8 * x[0].numel() * x.element_size()
-    defense = FastPreemption(backbone, eps=0.1, n_samples=8, copies_per_pass=4, forward_steps=1, backward_steps=1)
-    with torch.profiler.profile(activities=[torch.profiler.ProfilerActivity.CPU], profile_memory=True) as profile:
+    x, labels = torch.rand(images, 3, 8, 8), torch.zeros(images).long()
+    all_copies_bytes = images * 8 * x[0].numel() * x.element_size()
+    defense = FastPreemption(backbone, eps=0.1, n_samples=8, copies_per_pass=2, forward_steps=1, backward_steps=1)
+    with torch.profiler.profile(activities=[ProfilerActivity.CPU], profile_memory=True) as profile:
         defense(x, labels)
     operations = [e.name for e in profile.events() if e.cpu_parent is None and e.cpu_memory_usage >= all_copies_bytes]
-    assert sorted(operations) == ["aten::rand", "aten::rand", "aten::repeat_interleave", "aten::repeat_interleave"]
+    assert sorted(operations) == sorted(expected * 2)  # two steps
 
 
 def test_prepare_decides_the_chunk_for_batches_like_the_one_given(tmp_path) -> None:

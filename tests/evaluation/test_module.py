@@ -12,7 +12,7 @@ from preempt.assembly import bind
 from preempt.commands.evaluate import evaluate
 from preempt.evaluation.metrics import converged_step
 from preempt.evaluation.module import PreemptiveEvaluation
-from preempt.parts import NoDefense
+from preempt.parts import NoDefense, Reversion
 from preempt.threat import to_8bit
 
 
@@ -284,3 +284,82 @@ def test_scoring_the_steps_changes_none_of_the_runs_numbers(compose_config, tmp_
     assert recorded["steps"]["step"] == [1, 2, 3] and plain["steps"] is None
     assert recorded["metrics"].pop("test/steps_to_converge") in (1, 2, 3)
     assert without_timings(recorded["metrics"]) == without_timings(plain["metrics"])
+
+
+class _NaNInOddImages(NoDefense):
+    """Sends every other image with a NaN pixel, as a defense with NaN weights (or a step that overflows) would."""
+
+    def __call__(self, x: torch.Tensor, labels: torch.Tensor) -> torch.Tensor:
+        sent = x.clone()
+        sent[1::2, :, 0, 0] = float("nan")
+        return sent
+
+
+class _InfiniteReversion(Reversion):
+    def __call__(self, protected: torch.Tensor, y: torch.Tensor, index: torch.Tensor) -> torch.Tensor:
+        return protected + float("inf")
+
+
+class _NaNGradients(torch.nn.Module):
+    """A victim with finite outputs and NaN input gradients: an attack's steps along them make NaN images."""
+
+    def __init__(self, victim: torch.nn.Module) -> None:
+        super().__init__()
+        self.victim = victim
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        if x.requires_grad:
+            x.register_hook(lambda gradient: torch.full_like(gradient, float("nan")))
+        return self.victim(x)
+
+
+def _run_on_digits(victim, defense, attack, reversion=None, protection_cache=None) -> dict[str, float]:
+    """The test loop on 16 real digits in one batch (`attack` bound to the victim); returns the logged metrics."""
+    import lightning as L
+
+    from preempt.datasets.digits import digits
+    from preempt.evaluation import EvaluationDataModule
+
+    module = PreemptiveEvaluation(
+        victim, victim, defense, bind(attack, {"model": victim}), num_classes=10, reversion=reversion,
+        protection_cache=protection_cache,
+    )  # fmt: skip
+    trainer = L.Trainer(accelerator="cpu", devices=1, logger=False, enable_progress_bar=False, inference_mode=False)
+    trainer.test(module, datamodule=EvaluationDataModule(digits(n_samples=16), batch_size=16), verbose=False)
+    return {key: float(value) for key, value in trainer.callback_metrics.items()}
+
+
+def test_nan_protected_images_stop_the_run_naming_the_defense_and_samples_and_are_not_cached(
+    digits_models, tmp_path: Path
+) -> None:
+    """Scored, they gave a protected accuracy of 0, an SSIM of nan and no flag, and the run exited 0."""
+    import functools
+
+    from preempt.attacks.base import NoAttack
+    from preempt.evaluation.protection_cache import ProtectionCache
+    from preempt.evaluation.sanity import NonFiniteImagesError
+
+    victim, cache = digits_models["digits_mlp"], ProtectionCache(tmp_path, "fingerprint")
+    finished = _run_on_digits(victim, NoDefense(), functools.partial(NoAttack))
+    assert finished["test/check_non_finite_images"] == 0  # a finished run records the check, unfired
+    with pytest.raises(NonFiniteImagesError) as info:
+        _run_on_digits(victim, _NaNInOddImages(), functools.partial(NoAttack), protection_cache=cache)
+    message = str(info.value)
+    assert message.startswith("sanity check non_finite_images fired: 8 of the 16 protected images of the batch from ")
+    assert "(samples 1, 3, 5, 7, 9, ...)" in message and "Check the defense that made them" in message
+    assert not list(tmp_path.rglob("*.pt")), "a NaN protection was cached for the next run to reuse"
+
+
+def test_non_finite_reverted_or_adversarial_images_stop_the_run_naming_the_part(digits_models) -> None:
+    import functools
+
+    from preempt.attacks.base import NoAttack
+    from preempt.attacks.pgd import PGD
+    from preempt.evaluation.sanity import NonFiniteImagesError
+
+    victim = digits_models["digits_mlp"]
+    with pytest.raises(NonFiniteImagesError, match=r"16 of the 16 reverted images .* Check the reversion that"):
+        _run_on_digits(victim, NoDefense(), functools.partial(NoAttack), reversion=_InfiniteReversion())
+    attack = functools.partial(PGD, eps=1.0, norm="L2", steps=1)  # Linf would step along sign(NaN) = 0
+    with pytest.raises(NonFiniteImagesError, match=r"16 of the 16 adversarial images .* Check the attack that"):
+        _run_on_digits(_NaNGradients(victim), NoDefense(), attack)

@@ -1,9 +1,16 @@
 """AutoAttack's own sanity checks, run on a model: each fires on the failure it is for, and none on a plain model."""
 
+import pytest
 import torch
 from torch import nn
 
-from preempt.evaluation.sanity import FLAG_ADVICE, FLAGS, sanity_flags
+from preempt.evaluation.sanity import (
+    FLAG_ADVICE,
+    FLAGS,
+    NonFiniteImagesError,
+    refuse_non_finite_images,
+    sanity_flags,
+)
 
 
 class Randomized(nn.Module):
@@ -41,3 +48,14 @@ def test_each_flag_fires_on_its_failure_and_none_on_a_plain_model() -> None:
 def test_every_flag_says_what_to_run_instead() -> None:
     assert set(FLAGS) == set(FLAG_ADVICE) and "square_beat_white_box" in FLAGS
     assert all(len(advice) > 40 for advice in FLAG_ADVICE.values())
+
+
+def test_non_finite_images_are_refused_naming_how_many_which_samples_and_the_part() -> None:
+    images, index = torch.rand(8, 1, 4, 4), torch.arange(100, 108)
+    refuse_non_finite_images("protected", images, index)  # all finite: nothing to say
+    images[1:, 0, 2, 3] = float("inf")
+    expected = (
+        r"7 of the 8 adversarial images of the batch from sample 100 .*\(samples 101, 102, 103, 104, 105, \.\.\.\)"
+    )
+    with pytest.raises(NonFiniteImagesError, match=expected + r".* Check the attack that made them"):
+        refuse_non_finite_images("adversarial", images, index)

@@ -122,3 +122,25 @@ def test_robustbench_deletes_what_a_failed_download_left(tmp_path: Path, monkeyp
         load_robustbench_model(*GOWAL, str(tmp_path))
     assert str(path) in str(info.value) and "deleted" in str(info.value)
     assert not path.exists()
+
+
+def test_robustbench_refuses_a_checkpoint_with_non_finite_weights_naming_the_file(tmp_path: Path) -> None:
+    """robustbench loads the file its own way; the loaded network's parameters and buffers are checked."""
+    from preempt.models.robustbench import _import_robustbench, checkpoint_path
+
+    _, model_dicts, benchmark_dataset, threat = _import_robustbench()
+    state = model_dicts[benchmark_dataset("cifar10")][threat("Linf")][GOWAL[0]]["model"]().state_dict()
+    buffer = next(key for key in state if key.endswith("running_var"))
+    state[buffer][:3] = float("nan")
+    path = checkpoint_path(*GOWAL, tmp_path)
+    path.parent.mkdir(parents=True)
+    torch.save({"state_dict": state}, path)
+    with pytest.raises(CheckpointError, match=re.escape(f"checkpoint {path} holds non-finite weights: {buffer} has 3")):
+        load_robustbench_model(*GOWAL, str(tmp_path))
+
+
+def test_robustbench_refuses_a_folder_where_the_checkpoint_goes(tmp_path: Path) -> None:
+    path = tmp_path / "cifar10" / "Linf" / f"{GOWAL[0]}.pt"
+    path.mkdir(parents=True)
+    with pytest.raises(CheckpointError, match=re.escape(f"checkpoint {path} is a folder, not a regular file")):
+        load_robustbench_model(*GOWAL, str(tmp_path))

@@ -1,6 +1,7 @@
 """`model=torchscript`: the user's network saved as TorchScript, loaded on the CPU, normalized by the settings or
 by itself; a file torch cannot load is refused naming it."""
 
+import re
 from pathlib import Path
 
 import pytest
@@ -67,6 +68,17 @@ def test_a_file_torch_cannot_load_is_refused_naming_it(content, refusal, tmp_pat
     else:
         path.write_bytes(content)
     with pytest.raises(CheckpointError, match=f"{path} {refusal}"):
+        load_torchscript_model(str(path), input_shape=(3, 8, 8), num_classes=5)
+
+
+def test_a_scripted_network_with_non_finite_weights_is_refused_naming_the_file_and_the_tensor(tmp_path: Path) -> None:
+    network = SelfNormalizing().eval()
+    with torch.no_grad():
+        network.linear.bias[1] = float("nan")
+    path = tmp_path / "nan.pt"
+    torch.jit.save(torch.jit.script(network), path)
+    refusal = f"checkpoint {path} holds non-finite weights: linear.bias has 1 NaN or inf values (of 5)"
+    with pytest.raises(CheckpointError, match=re.escape(refusal)):
         load_torchscript_model(str(path), input_shape=(3, 8, 8), num_classes=5)
 
 

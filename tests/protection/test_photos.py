@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import struct
+import zlib
 from pathlib import Path
 
 import numpy as np
@@ -95,3 +97,36 @@ def test_corrupt_files_raise_a_named_error(tmp_path: Path, content: bytes | str)
         path.write_bytes(content)
     with pytest.raises(UnreadableImageError, match=r"bad\.png"):
         read_photo(path, channels=3)
+
+
+def bomb_png(path: Path, width: int, height: int) -> Path:
+    """A tiny PNG whose header claims `width`x`height` pixels (IHDR patched, its CRC recomputed)."""
+    save(Image.fromarray(np.zeros((1, 1), dtype=np.uint8)), path)
+    data = bytearray(path.read_bytes())
+    data[16:24] = struct.pack(">II", width, height)
+    data[29:33] = struct.pack(">I", zlib.crc32(bytes(data[12:29])))
+    path.write_bytes(bytes(data))
+    return path
+
+
+def test_a_decompression_bomb_is_refused_naming_the_file_and_its_claimed_size(tmp_path: Path) -> None:
+    path = bomb_png(tmp_path / "bomb.png", 100_000, 100_000)
+    for read in (shown_size, lambda path: read_photo(path, channels=3)):
+        with pytest.raises(UnreadableImageError, match=r"bomb\.png .*decompression bomb.*10000000000 pixels"):
+            read(path)
+
+
+@pytest.mark.parametrize(("name", "options"), [("a.png", {}), ("a.webp", {"lossless": True}), ("a.gif", {})])
+def test_animated_images_are_refused_rather_than_cut_to_their_first_frame(tmp_path: Path, name: str, options) -> None:
+    frames = [Image.fromarray(RNG.integers(0, 256, (6, 6, 3), dtype=np.uint8)) for _ in range(3)]
+    path = save(frames[0], tmp_path / name, save_all=True, append_images=frames[1:], **options)
+    for read in (shown_size, lambda path: read_photo(path, channels=3)):
+        with pytest.raises(UnreadableImageError, match=rf"{name} is animated, 3 frames: .*save the frame you want"):
+            read(path)
+
+
+def test_a_multi_picture_jpeg_is_read_as_the_picture_it_shows(tmp_path: Path) -> None:
+    shown, preview = (Image.fromarray(np.full((8, 8, 3), value, dtype=np.uint8)) for value in (40, 200))
+    path = save(shown, tmp_path / "phone.jpg", format="MPO", save_all=True, append_images=[preview], quality=100)
+    assert shown_size(path) == (8, 8)
+    assert abs(read_photo(path, channels=3).levels.astype(int) - 40).max() <= 1

@@ -130,6 +130,28 @@ def test_a_table_with_a_non_positive_step_is_refused_naming_it(tmp_path: Path, b
     assert_refused_naming_the_file(write_lines(tmp_path / "zero.txt", rows), "positive")
 
 
+@pytest.mark.parametrize("bad", ["inf", "-inf", "nan", "Infinity"])
+def test_a_table_with_an_infinite_or_nan_step_is_refused_naming_the_entry(tmp_path: Path, bad: str) -> None:
+    """Python reads these as numbers; quantizing with them makes every pixel NaN."""
+    rows = ["# a note", *[" ".join(["10"] * 8)] * 6, " ".join(["10"] * 2 + [bad] + ["10"] * 5), " ".join(["10"] * 8)]
+    path = write_lines(tmp_path / "infinite.txt", rows)
+    assert_refused_naming_the_file(path, f"line 8, number 3: the step {bad} is not a positive finite number")
+
+
+def test_a_binary_table_file_is_refused_naming_it(tmp_path: Path) -> None:
+    path = tmp_path / "table.txt"
+    path.write_bytes(b"\x89PNG\r\n\x1a\n" + bytes(range(256)))
+    assert_refused_naming_the_file(path, "is not text (a binary file?)")
+
+
+@pytest.mark.parametrize(("where", "kind"), [(None, "a folder"), (Path("/dev/zero"), "a character device")])
+def test_a_table_path_that_is_no_regular_file_is_refused_saying_what_it_is(
+    tmp_path: Path, where: Path | None, kind: str
+) -> None:
+    """Not "does not exist" for a folder, and no endless read of a device."""
+    assert_refused_naming_the_file(where or tmp_path, f"is {kind}, not a text file")
+
+
 def test_written_tables_read_back_with_their_notes_skipped(tmp_path: Path) -> None:
     table = torch.arange(1, 65, dtype=torch.float64).reshape(8, 8) + 0.25
     path = write_table(tmp_path / "learned.txt", table, ["learned on digits", "attack pgd"])

@@ -146,3 +146,15 @@ def test_partial_bpda_passes_the_quantization_straight_through_and_differentiate
     expected.index_put_((image[read], source_row[read], source_col[read]), channels_last[read], accumulate=True)
     torch.testing.assert_close(grad, expected.permute(0, 3, 1, 2))
     assert not torch.allclose(grad, weights)
+
+
+def test_a_nan_step_in_the_table_file_is_refused_at_validation_naming_the_key_and_the_entry(
+    compose_config, tmp_path
+) -> None:
+    from preempt.validation import validate_config
+
+    table = tmp_path / "table.txt"
+    table.write_text("10 10 10 10 10 10 10 10\n" * 7 + "10 10 10 10 10 10 10 nan\n")
+    cfg = compose_config("receiver_defense=dct_distortion", f"receiver_defense.table={table}", "attack=none")
+    with pytest.raises(ConfigError, match=rf"^receiver_defense: quantization table {table}, line 8, number 8: "):
+        validate_config(cfg)

@@ -154,8 +154,8 @@ def test_a_claim_says_which_checks_its_scale_leaves_out() -> None:
 
 
 def test_figures_4_and_5_join_the_index_from_their_numbers_without_drawing_again(tmp_path: Path) -> None:
-    from preempt.commands.reproduce import PICTURES_BACKBONES, PICTURES_PRESET, draw_pictures
-    from preempt.reproduce.pictures import NUMBERS_FILE
+    from preempt.commands.reproduce import PICTURES_PRESET, draw_pictures
+    from preempt.reproduce.pictures import FIGURE7_BACKBONES, NUMBERS_FILE
 
     assert draw_pictures("quick", [], tmp_path, tmp_path / "logs", draw=False) == ([], "")
     reversion = {"knowledge": "white-box", "mean_erased": 0.25}
@@ -167,7 +167,7 @@ def test_figures_4_and_5_join_the_index_from_their_numbers_without_drawing_again
         "attack": "AutoAttack",
         "figure4": {"images": [{}, {}], "mean_ssim": 0.79, "success_rate": 1.0},
         "figure5": {"two_runs": {"mean_cosine": 0.96, "mean_sign_agreement": 0.94}, "reversions": {"w": reversion}},
-        "figure7": {"backbones": {name: {"mean_ssim_to_original": 0.1} for name in PICTURES_BACKBONES["quick"]}},
+        "figure7": {"backbones": {name: {"mean_ssim_to_original": 0.1} for name in FIGURE7_BACKBONES}},
     }
     (tmp_path / "figures_4_5").mkdir()
     (tmp_path / "figures_4_5" / NUMBERS_FILE).write_text(json.dumps(numbers))

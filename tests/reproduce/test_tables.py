@@ -59,6 +59,8 @@ def broken(tmp_path: Path, change) -> Path:
         (lambda data: data.update(seeds={"quick": [], "paper": [0]}), "seeds.quick is empty"),
         (lambda data: data.update(colour="red"), "colour"),
         (lambda data: data["rows"][0].update(runs=["autoattack"]), "row 'none' takes run 'autoattack'"),
+        (lambda data: data["rows"][0].update(overrides=["defense"]), "row 'none': 'defense' is not a Hydra override"),
+        (lambda data: data["rows"][0].update(overrides={"imagenet_lite": ["defense"]}), "row 'none': 'defense'"),
     ],
 )
 def test_a_bad_table_file_is_refused_naming_the_file_and_the_key(tmp_path: Path, change, message: str) -> None:
@@ -66,6 +68,49 @@ def test_a_bad_table_file_is_refused_naming_the_file_and_the_key(tmp_path: Path,
     with pytest.raises(ValueError, match=str(path)) as error:
         load_table(path)
     assert message in str(error.value)
+
+
+@pytest.mark.parametrize(
+    ("change", "message"),
+    [
+        (
+            lambda data: data["rows"][0]["overrides"].append("classifier._target_=shutil.copy"),
+            "row 'none': 'classifier._target_=shutil.copy' sets a _target_",
+        ),
+        (lambda data: data["rows"][0]["overrides"].append("+classifier.wrapped={_target_:os.getcwd}"), "_target_"),
+        (
+            lambda data: data["overrides"]["quick"].append("hydra.searchpath=[file:///tmp/configs]"),
+            "the table's overrides: 'hydra.searchpath=[file:///tmp/configs]' sets Hydra's own config",
+        ),
+        (
+            lambda data: data["runs"]["pgd"].append("+hydra.job.env_set.PREEMPT_TRUSTED_MODULES=shutil"),
+            "run 'pgd': '+hydra.job.env_set.PREEMPT_TRUSTED_MODULES=shutil' sets Hydra's own config",
+        ),
+        (lambda data: data["rows"][1]["overrides"].append("+paths@hydra.callbacks=default"), "Hydra's own config"),
+        (
+            lambda data: data["rows"][1].update(overrides=["defense=../../../tmp/evil"]),
+            "row 'ours': 'defense=../../../tmp/evil': an option of defense is a file under conf/defense/",
+        ),
+        (
+            lambda data: data.update(preset="/tmp/evil"),
+            "preset: 'experiment=/tmp/evil': an option of experiment is a file under conf/experiment/",
+        ),
+    ],
+)
+def test_a_table_cannot_name_code_hydra_settings_or_configs_from_elsewhere(tmp_path: Path, change, message) -> None:
+    """A shared table file picks the project's options: it cannot make a run build or load anything else."""
+    with pytest.raises(ValueError, match=str(broken(tmp_path, change))) as error:
+        load_tables(folder=tmp_path)
+    assert message in str(error.value)
+
+
+def test_a_run_that_takes_a_row_value_is_checked_with_it(tmp_path: Path) -> None:
+    def change(data: dict) -> None:
+        data["rows"][0]["overrides"].append("task_name=../../../tmp/evil")
+        data["runs"]["pgd"].append("classifier={task_name}")
+
+    with pytest.raises(ValueError, match=r"row 'none', run 'pgd' at scale quick: 'classifier=\.\./\.\./\.\./tmp/evil'"):
+        load_table(broken(tmp_path, change))
 
 
 def test_an_unknown_table_name_lists_the_known_ones() -> None:

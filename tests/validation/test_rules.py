@@ -26,6 +26,11 @@ from preempt.validation import validate_config
         ("attack.version=plus", "attack.version='plus'"),
         ("threat.norm=L1", "threat.norm='L1'"),
         ("seed=-1", "seed=-1"),
+        (
+            "seed=99999999999999999999",
+            "seed=99999999999999999999: Value error, a seed is an integer from 0 to 4294967295",
+        ),
+        ("seed=4294967296", "from 0 to 4294967295"),
         ("victim.architecture=resnet", "victim.architecture='resnet'"),
         ("backbone=ground_truth", "can only be the classifier"),
         ("victim=ground_truth", "can only be the classifier"),
@@ -84,6 +89,18 @@ def test_paper_condition_on_eta_is_a_warning_not_an_error(compose_config) -> Non
 def test_evaluating_on_the_zoo_training_split_is_flagged(compose_config) -> None:
     (warning,) = validate_config(compose_config("dataset.split=train"))
     assert "trained on these images" in warning and "dataset.split=test" in warning
+
+
+def test_files_a_folder_dataset_will_not_use_are_named_by_validation_before_any_work(compose_config, tmp_path) -> None:
+    from PIL import Image
+
+    Image.new("RGB", (32, 32)).save(tmp_path / "0_3.png")
+    (tmp_path / "cat.png").write_bytes(b"")
+    (warning,) = validate_config(compose_config("dataset=folder", f"dataset.root={tmp_path}"))
+    assert "uses 1 of its 2 entries" in warning and "cat.png" in warning
+    (tmp_path / "0_-1.png").write_bytes(b"")
+    with pytest.raises(ConfigError, match=r"0_-1\.png"):
+        validate_config(compose_config("dataset=folder", f"dataset.root={tmp_path}"))
 
 
 # An option's own instance says it (pixel deflection without its denoiser is differentiable, its class is not).

@@ -32,6 +32,12 @@ class Toy(Defense):
 TARGET = f"{__name__}.Toy"
 
 
+@pytest.fixture(autouse=True)
+def trust_this_module(monkeypatch: pytest.MonkeyPatch) -> None:
+    """The toy parts are defined here, outside the project's package."""
+    monkeypatch.setenv("PREEMPT_TRUSTED_MODULES", __name__)
+
+
 def check(**node) -> tuple:
     cfg = OmegaConf.create({"defense": {"_target_": TARGET, **node}})
     return check_part(cfg, OmegaConf.to_container(cfg), "defense"), cfg
@@ -58,8 +64,8 @@ def test_each_refusal_names_the_key_and_the_fix(node: dict, message: str) -> Non
 
 
 def test_a_target_that_cannot_be_imported_or_a_group_without_one_is_named() -> None:
-    with pytest.raises(ConfigError, match=r"defense\._target_=nowhere\.Nothing cannot be imported"):
-        check_part(None, {"defense": {"_target_": "nowhere.Nothing"}}, "defense")
+    with pytest.raises(ConfigError, match=r"defense\._target_=preempt\.nowhere\.Nothing cannot be imported"):
+        check_part(None, {"defense": {"_target_": "preempt.nowhere.Nothing"}}, "defense")
     with pytest.raises(ConfigError, match=r"defense has no _target_: pick one of its options"):
         check_part(None, {"defense": {"eps": 0.1}}, "defense")
 

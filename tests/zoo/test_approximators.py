@@ -9,10 +9,18 @@ from torch import nn
 
 from preempt.attacks.approximator import approximation_fidelity
 from preempt.datasets.digits import digits
+from preempt.parts import ConfigError
 from preempt.receiver_defenses.bit_depth import BitDepth
 from preempt.receiver_defenses.dct_distortion import DCTDistortion
+from preempt.validation import read_section
 from preempt.zoo import approximators as approximator_module
-from preempt.zoo.approximators import DEFAULT_RECIPE, approximator_path, load_or_train_approximator, train_approximator
+from preempt.zoo.approximators import (
+    DEFAULT_RECIPE,
+    ApproximatorRecipe,
+    approximator_path,
+    load_or_train_approximator,
+    train_approximator,
+)
 
 TINY_RECIPE = {"layers": 2, "growth": 4, "steps": 5, "batch_size": 16, "lr": 1e-2, "seed": 0}
 DIGITS = {
@@ -23,6 +31,11 @@ DIGITS = {
     "offset": 0,
 }
 ONE_BIT = {"_target_": "preempt.receiver_defenses.bit_depth.BitDepth", "bits": 1}
+
+
+def test_a_recipe_seed_beyond_32_bits_is_refused_naming_the_key() -> None:
+    with pytest.raises(ConfigError, match=r"approximator\.seed=4294967296: Value error, a seed is an integer from 0"):
+        read_section(ApproximatorRecipe, {"seed": 2**32}, "approximator")
 
 
 def test_training_imitates_a_non_differentiable_g_far_better_than_the_identity() -> None:

@@ -2,12 +2,15 @@
 
 from pathlib import Path
 
+import pytest
 from conftest import accuracy, assert_in_budget
 from omegaconf import OmegaConf
 
 from preempt.defenses.a5 import A5
+from preempt.parts import ConfigError
+from preempt.validation import read_section
 from preempt.zoo import robustifiers
-from preempt.zoo.robustifiers import RobustifierShape, full_recipe, load_or_train_robustifier
+from preempt.zoo.robustifiers import RobustifierRecipe, RobustifierShape, full_recipe, load_or_train_robustifier
 
 
 def test_the_learned_robustifier_makes_the_backbone_robust_on_held_out_digits(learned_robustifier) -> None:
@@ -43,3 +46,8 @@ def test_the_key_is_the_backbone_the_training_split_the_shape_and_the_recipe(com
     assert key == full_recipe(shape, cfg["backbone"], {**cfg["dataset"], "n_samples": 7, "offset": 3})
     assert key == full_recipe(shape, {**cfg["backbone"], "cache_dir": "/elsewhere"}, cfg["dataset"])
     assert key["training_images"]["split"] == "train"
+
+
+def test_a_recipe_seed_below_zero_is_refused_naming_the_key() -> None:
+    with pytest.raises(ConfigError, match=r"robustifier\.seed=-1: Value error, a seed is an integer from 0 to"):
+        read_section(RobustifierRecipe, {"seed": -1}, "robustifier")

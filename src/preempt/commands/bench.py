@@ -36,7 +36,7 @@ from preempt.defenses.fast_preemption import FastPreemption
 from preempt.files import write_json_atomically, write_text_atomically
 from preempt.parts import Defense, assign_labels
 from preempt.speed import device_name, timed
-from preempt.validation import validate_config
+from preempt.validation import check_trusted_targets, validate_config
 
 STAGES = ("label", "defense", "reversion", "attack", "score")
 
@@ -166,6 +166,8 @@ def image_levels_apart(a: Tensor, b: Tensor) -> dict:
 def run_benchmark(cfg: DictConfig, output_dir: Path) -> dict:
     """Every measurement of the module docstring; returns what bench.json holds."""
     settings = cfg.bench
+    # The comparisons' defenses are built from bench.compare, which the run's validation does not see.
+    check_trusted_targets(OmegaConf.to_container(settings.compare, resolve=True), "bench.compare")
     run_cfg = _without_bench(cfg)
     validate_config(run_cfg)
     if run_cfg.speed.keep_freed_memory:

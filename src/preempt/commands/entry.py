@@ -18,7 +18,8 @@ from omegaconf import DictConfig, OmegaConf
 
 from preempt.config import CONF_DIR, register_resolvers
 from preempt.evaluation.rank_failures import RankFailedError
-from preempt.files import exit_cleanly_on_sigterm
+from preempt.evaluation.sanity import NonFiniteImagesError
+from preempt.files import FolderInUseError, exit_cleanly_on_sigterm, lock_folder
 from preempt.parts import ConfigError
 from preempt.results.store import FinishedRunError, mark_failed_run, refuse_finished_output_dir
 
@@ -38,7 +39,7 @@ def one_line_refusals() -> Iterator[None]:
         if isinstance(error.__cause__, ValueError | OSError):
             raise SystemExit(f"error: {error.__cause__}") from None
         raise
-    except (ConfigError, FinishedRunError, RankFailedError) as error:
+    except (ConfigError, FinishedRunError, RankFailedError, NonFiniteImagesError) as error:
         raise SystemExit(f"error: {error}") from None
 
 
@@ -101,10 +102,19 @@ class KeepFinishedRuns(Callback):
 
     @staticmethod
     def refuse(folder: Path) -> None:
+        """A finished run folder, one another run is writing, or one that cannot be written is refused here; the
+        run then holds the folder's lock until its process ends (DDP's other processes share their job's)."""
         try:
             refuse_finished_output_dir(folder)
-        except FinishedRunError as error:
+            if not launched_process():
+                lock_folder(folder, "src/main.py")
+        except (FinishedRunError, FolderInUseError) as error:
             raise SystemExit(f"error: {error}") from None
+        except OSError as error:
+            raise SystemExit(
+                f"error: the run folder {folder} cannot be written ({error.strerror}): set hydra.run.dir (or "
+                f"hydra.sweep.dir) to a folder you can write"
+            ) from None
 
 
 def print_config_tree(cfg: DictConfig) -> None:

@@ -7,11 +7,7 @@ import argparse
 import sys
 from pathlib import Path
 
-from preempt.commands.entry import one_line_refusals
 from preempt.commands.verify import print_verification
-from preempt.config import compose_run, composer
-from preempt.files import exit_cleanly_on_sigterm
-from preempt.protection.folder import protect_folder
 
 
 def parse_arguments(argv: list[str]) -> argparse.Namespace:
@@ -27,11 +23,17 @@ def parse_arguments(argv: list[str]) -> argparse.Namespace:
     parser.add_argument("--force", action="store_true", help="protect again files a previous run finished")
     parser.add_argument("--verify", action="store_true", help="check every output against its original after")
     parser.add_argument("--no-progress", action="store_true", help="no progress bar")
-    return parser.parse_args(argv)
+    return parser.parse_intermixed_args(argv)  # flags may come between the overrides
 
 
 def main(argv: list[str] | None = None) -> int:
     arguments = parse_arguments(sys.argv[1:] if argv is None else argv)
+    # Imported after the arguments are parsed, so --help and their refusals answer without loading torch and Hydra.
+    from preempt.commands.entry import one_line_refusals
+    from preempt.config import compose_run, composer
+    from preempt.files import exit_cleanly_on_sigterm
+    from preempt.protection.folder import protect_folder
+
     exit_cleanly_on_sigterm()
     with one_line_refusals(), composer():
         cfg = compose_run("protect", arguments.overrides, arguments.output_dir)

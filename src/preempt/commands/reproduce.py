@@ -20,10 +20,8 @@ from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
 from preempt.config import composer, project_root
-from preempt.figures import plot_rounds, plot_steps
-from preempt.files import exit_cleanly_on_sigterm, write_text_atomically
+from preempt.files import FolderInUseError, exit_cleanly_on_sigterm, lock_folder, write_text_atomically
 from preempt.reproduce import render
-from preempt.reproduce.pictures import FIGURE4_FILE, FIGURE5_FILE, FIGURE7_BACKBONES, FIGURE7_FILE, NUMBERS_FILE
 from preempt.reproduce.runs import (
     DONE,
     ROOT,
@@ -35,7 +33,6 @@ from preempt.reproduce.runs import (
     table_cells,
 )
 from preempt.reproduce.tables import SCALES, TABLES_DIR, Figure, Table, load_tables
-from preempt.speed import threads_per_process
 
 DEFAULT_OUT = Path(project_root()) / "outputs" / "tables"
 # Figures 4 and 5 are drawn on the setting of Table IV's CIFAR-10 rows; on real photos, on its ImageNet rows with the
@@ -47,9 +44,9 @@ PICTURES_SETTINGS = {
     "paper": [f"experiment={PICTURES_PRESET}"],
 }
 # Figure 7's backbones per scale: Table VII's (on real photos, the three EfficientNet-Lite models; at the paper's
-# scale its two robust CIFAR-10 backbones and a standard ResNet-18 for contrast).
+# scale its two robust CIFAR-10 backbones and a standard ResNet-18 for contrast). Quick: the pictures command's
+# default, the digits zoo's (`preempt.reproduce.pictures.FIGURE7_BACKBONES`, read when drawing: it loads torch).
 PICTURES_BACKBONES = {
-    "quick": list(FIGURE7_BACKBONES),
     "imagenet_lite": ["efficientnet_lite0", "efficientnet_lite1", "efficientnet_lite2"],
     "paper": ["Peng2023Robust", "Gowal2021Improving_R18_ddpm_100m", "autoattack_resnet18"],
 }
@@ -90,6 +87,8 @@ def run_missing(
     """Run every cell's missing seeds, one process per table (`preempt.commands.reproduce_batch`), `jobs` tables at
     a time; returns the cells whose multirun failed. The first failure starts no further table unless `keep_going` (a
     missing file or a broken setting would fail every cell after it the same way)."""
+    from preempt.speed import threads_per_process
+
     finished = finished_runs(runs_dir)
     todo = {
         table: [(cell, seeds) for cell in table_cells if (seeds := missing_seeds(cell, finished))]
@@ -219,6 +218,8 @@ def render_all(
 ) -> list:
     """Each table's .md and .tex and its figures, and index.md with them all (and `extra`, a section of its
     own); returns what was written."""
+    from preempt.figures import plot_rounds, plot_steps
+
     finished = finished_runs(runs_dir)
     written, sections = [], []
     for table in tables:
@@ -259,8 +260,11 @@ def draw_pictures(
 ) -> tuple[list[Path], str]:
     """Figures 4, 5 and 7 (`preempt.commands.pictures`) on a Table IV preset at this scale, drawn again only when
     their settings changed (never when not `draw`); the figures and a Markdown section for index.md."""
+    from preempt.reproduce.pictures import FIGURE4_FILE, FIGURE5_FILE, FIGURE7_BACKBONES, FIGURE7_FILE, NUMBERS_FILE
+
     folder = out_dir / "figures_4_5"
-    arguments, backbones = [*PICTURES_SETTINGS[scale], f"scale={scale}", *overrides], PICTURES_BACKBONES[scale]
+    arguments = [*PICTURES_SETTINGS[scale], f"scale={scale}", *overrides]
+    backbones = PICTURES_BACKBONES.get(scale, list(FIGURE7_BACKBONES))
     numbers_file = folder / NUMBERS_FILE
     drawn = json.loads(numbers_file.read_text()) if numbers_file.is_file() else {}
     if drawn.get("overrides") != arguments or list(drawn.get("figure7", {}).get("backbones", {})) != backbones:
@@ -356,6 +360,16 @@ def main(argv: list[str] | None = None) -> int:
             if seeds := missing_seeds(cell, finished):
                 print(" ".join(["src/main.py", *multirun_arguments(cell, seeds, runs_dir)]))
         return 0
+    try:  # two reproductions into one folder would run the same cells twice and render over each other
+        lock_folder(out_dir, f"reproduce --scale {args.scale}")
+    except FolderInUseError as error:
+        print(f"error: {error} (or give another --out)", file=sys.stderr)
+        return 2
+    except OSError as error:
+        print(
+            f"error: {out_dir} cannot be written ({error.strerror}): give --out a folder you can write", file=sys.stderr
+        )
+        return 2
     logs_dir = out_dir / "logs"
     failed = [] if args.render_only else run_missing(cells, runs_dir, logs_dir, args.keep_going, args.jobs)
     pictures, section = ([], "")

@@ -61,11 +61,14 @@ class FastPreemption(Defense):
     clamp_starts: clip the random starts x_t + δ to [0,1] before the inner step (the authors' code; the paper
     does not). The paper's rule is the default everywhere.
     copies_per_pass: how many of the N×B copies one backbone forward+backward takes; null: chosen on the first
-    batch under the bound of `memory_budget_mb` of saved activations (null: the device's default, `preempt.speed`):
-    the fastest of that bound and its halvings, timed once per backbone, input shape and device and kept in the
-    JSON file `chunk_timings`, or the bound itself when `chunk_timings` is null. Only the passes are chunked: every
-    random start is drawn for the whole batch first, so the chunk size changes memory and speed, not the draws
-    (the backbone's float kernels may still differ by batch shape; the kept choice keeps them the same run to run).
+    batch of each image shape under the bound of `memory_budget_mb` (null: the device's default, `preempt.speed`)
+    for a pass's saved activations and copies: the fastest of that bound and its halvings, timed once per backbone,
+    input shape and device and kept in the JSON file `chunk_timings`, or the bound itself when `chunk_timings` is
+    null. When the batch's N×B random starts fit `memory_budget_mb` too, they are drawn for the whole batch first
+    and only the passes are chunked, so the chunk size changes memory and speed, not the draws (the backbone's float
+    kernels may still differ by batch shape; the kept choice keeps them the same run to run). Larger batches (photos
+    at their own resolution) draw their starts in rounds that fit the budget, which changes the protection's last
+    bits, or its starts where a split draw differs from a whole one (`averaged_perturbation`).
     record_every: k keeps the iterate after steps k, 2k, … and the last in `snapshots`, a list of (step, images) for
     the last call (Figure 8's per-step curve); null keeps nothing.
     """
@@ -122,10 +125,13 @@ class FastPreemption(Defense):
         self.random_start = random_start
         self.project_around = project_around
         self.clamp_starts = clamp_starts
-        self.copies_per_pass = copies_per_pass
+        self.copies_setting = copies_per_pass
+        self.copies_per_pass = copies_per_pass  # the setting, or the last batch's decided pass size
         self.memory_budget_mb = memory_budget_mb
         self.chunk_timings = chunk_timings
-        self.chunk_choice: dict | None = None  # the timed choice, when one was made or read
+        self.chunk_choice: dict | None = None  # the last batch's timed choice, when one was made or read
+        self.pass_sizes: dict[tuple, tuple[int, dict | None]] = {}  # per image shape and device: size, choice
+        self.round_sizes: dict[tuple, int] = {}  # per batch shape and device: random starts per image per round
         steps = len(self.directions)
         self.recorded_steps = (
             () if record_every is None else tuple(s for s in range(1, steps + 1) if s % record_every == 0 or s == steps)
@@ -156,52 +162,86 @@ class FastPreemption(Defense):
         return x_t
 
     def prepare(self, x: Tensor) -> None:
-        self.pass_size(x[0], self.n_samples * len(x))
+        self.pass_size(x[0], self.starts_per_round(x) * len(x))
 
     def pass_size(self, image: Tensor, copies_per_step: int) -> int:
         """Copies per backbone pass: the setting, or the timed choice under the memory bound and the `copies_per_step`
-        a step has (the memory bound itself without a timings file), decided once on `image`."""
-        if self.copies_per_pass is None and self.chunk_timings is None:
-            self.copies_per_pass = speed.copies_per_pass(self.backbone, image, self.memory_budget_mb)
-        elif self.copies_per_pass is None:
-            self.chunk_choice = speed.chunk_choice(
+        a step has (the memory bound itself without a timings file), decided once per shape of `image` (a pass
+        sized on a thumbnail would not fit a photo)."""
+        if self.copies_setting is not None:
+            return self.copies_setting
+        key = (*image.shape, str(image.device))
+        if key not in self.pass_sizes and self.chunk_timings is None:
+            self.pass_sizes[key] = speed.copies_per_pass(self.backbone, image, self.memory_budget_mb), None
+        elif key not in self.pass_sizes:
+            choice = speed.chunk_choice(
                 self.backbone, image, self.memory_budget_mb, Path(self.chunk_timings), input_gradient, copies_per_step
             )
-            self.copies_per_pass = self.chunk_choice["copies_per_pass"]
+            self.pass_sizes[key] = choice["copies_per_pass"], choice
+        self.copies_per_pass, self.chunk_choice = self.pass_sizes[key]
         return self.copies_per_pass
+
+    def starts_per_round(self, x: Tensor) -> int:
+        """How many random starts of each image a round draws and keeps: all N when the batch's N×B starts fit the
+        memory budget (one round per step), else as many as fit, at least one; decided once per batch shape."""
+        key = (*x.shape, str(x.device))
+        if key not in self.round_sizes:
+            budget = speed.memory_budget_bytes(x.device, self.memory_budget_mb)
+            self.round_sizes[key] = max(1, min(self.n_samples, budget // x.nbytes))
+        return self.round_sizes[key]
 
     def averaged_perturbation(self, x_t: Tensor, x: Tensor, labels: Tensor, lower_loss: bool) -> Tensor:
         """Mean over N random starts of (inner example − x_t): Algorithm 1, steps 4–9 and 15–20.
 
-        The N×B random starts are drawn for the whole batch first ([x_0 × N, x_1 × N, ...]), so the chunk size never
-        changes the draws; the inner optimizer then runs chunk by chunk (one backbone pass per inner iteration) and
-        writes each chunk's examples over its starts. So only the draw makes tensors of all N×B copies: on 224-px
-        photos each is hundreds of MiB, which malloc maps fresh from the kernel, and page-faults, every time one is
-        made (EfficientNet-Lite0 at batch 128: 1.43× the passes' floor when every step's operation made one).
-        Without `random_start` the offsets are zero: each inner optimizer starts at x_t (Eq. 8)."""
+        Each round (`round_sums`) adds its examples to each image's sum. Within the memory budget a step is one
+        round of all N starts (`starts_per_round`): the chunk size changes no draw, and the sum divided by N is
+        exactly torch's mean. A batch whose N×B starts outgrow the budget (a photo at its own resolution) is
+        averaged over rounds. Where a round draws the starts one draw would (the CPU with Linf, for one photo or
+        with `randomness=per_sample`) the protection then differs only in the sum's float order and the passes'
+        shapes (last bits, which can flip a near-zero gradient's sign); the L2 norms' normal draws, CUDA's generator
+        and a per-batch stream of several images draw other starts."""
         batch, n = x_t.shape[0], self.n_samples
-        centers = x.repeat_interleave(n, dim=0)
+        starts = self.starts_per_round(x)
+        per_pass = self.pass_size(x[0], batch * starts)
+        total = None
+        for samples in speed.chunks(n, starts):
+            sums = self.round_sums(x_t, x, labels, lower_loss, samples.stop - samples.start, per_pass)
+            total = sums if total is None else total.add_(sums)
+        return total.div_(n).sub_(x_t)
+
+    def round_sums(self, x_t: Tensor, x: Tensor, labels: Tensor, lower_loss: bool, rows: int, per_pass: int) -> Tensor:
+        """Each image's sum of `rows` inner examples. Their random starts are drawn at once ([x_0 × rows, x_1 × rows,
+        ...], around views of a single image, or the repeated pixels of several, freed after the draw); the inner
+        optimizer runs over them chunk by chunk (one backbone pass per inner iteration) and writes each chunk's
+        examples over its starts. Only the draw makes tensors of all the round's copies, and they are gone when it
+        returns: on 224-px photos one is hundreds of MiB, which malloc maps fresh from the kernel, and page-faults,
+        every time one is made (EfficientNet-Lite0 at batch 128: 1.43× the passes' floor when every step's
+        operation made one). Without `random_start` the offsets are zero: each inner optimizer starts at x_t
+        (Eq. 8)."""
+        batch = x_t.shape[0]
         if self.random_start:
-            examples = random_uniform(centers, self.eps, self.norm, rows_per_sample=n)
+            examples = random_uniform(copies(x, slice(0, batch * rows), rows), self.eps, self.norm, rows)
         else:
-            examples = torch.zeros_like(centers)
-        for part in speed.chunks(batch * n, self.pass_size(x[0], batch * n)):
-            image_of_copy = torch.arange(part.start, part.stop, device=x.device) // n
-            iterate = x_t[image_of_copy]
-            chunk = iterate + examples[part]
+            examples = x.new_zeros(batch * rows, *x.shape[1:])
+        for part in speed.chunks(batch * rows, per_pass):
+            iterate = copies(x_t, part, rows)
+            chunk = examples[part].add_(iterate)  # over its start: a chunk makes no tensor of its own
             if self.clamp_starts:
-                chunk = chunk.clamp(0.0, 1.0)
-            ball_center = centers[part] if self.project_around == "original" else iterate
+                chunk.clamp_(0.0, 1.0)
+            ball_center = copies(x, part, rows) if self.project_around == "original" else iterate
+            image_labels = labels[torch.arange(part.start, part.stop, device=x.device) // rows]
             for _ in range(self.iterations):
                 chunk = fgsm_step(
-                    self.backbone,
-                    chunk,
-                    labels[image_of_copy],
-                    self.step_size,
-                    ball_center,
-                    self.eps,
-                    self.norm,
-                    lower_loss,
+                    self.backbone, chunk, image_labels, self.step_size, ball_center, self.eps, self.norm, lower_loss
                 )
             examples[part] = chunk
-        return examples.view(batch, n, *x_t.shape[1:]).mean(dim=1) - x_t
+        return examples.view(batch, rows, *x.shape[1:]).sum(dim=1)
+
+
+def copies(images: Tensor, part: slice, per_image: int) -> Tensor:
+    """Rows `part` of the images repeated `per_image` times each ([x_0 × per_image, x_1 × per_image, ...]): a
+    broadcast view of one image, not copies of it, when all the rows are of that image (every chunk of a photo)."""
+    first, last = part.start // per_image, (part.stop - 1) // per_image
+    if first == last:
+        return images[first : first + 1].expand(part.stop - part.start, *images.shape[1:])
+    return images[torch.arange(part.start, part.stop, device=images.device) // per_image]

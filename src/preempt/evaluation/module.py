@@ -17,7 +17,7 @@ from preempt.attacks.adaptive import AdaptiveAttack
 from preempt.attacks.base import Attack, IterativeAttack, NoAttack, attack_succeeded, random_targets
 from preempt.evaluation.metrics import RoundCurves, StepCurves, converged_step
 from preempt.evaluation.protection_cache import ProtectionCache
-from preempt.evaluation.sanity import FLAG_ADVICE, FLAGS, sanity_flags
+from preempt.evaluation.sanity import FLAG_ADVICE, FLAGS, refuse_non_finite_images, sanity_flags
 from preempt.parts import Defense, Identity, InputTransform, LabelOnly, NoReversion, Reversion, assign_labels, revert
 from preempt.parts.part import held_models
 from preempt.randomness import per_sample_streams, seed_batch
@@ -53,6 +53,8 @@ class PreemptiveEvaluation(L.LightningModule):
     The victim's accuracy on the guesses is `reverted_clean_acc` (the protocol's verdict reads it).
     Every stage is timed per image (`label_`, `defense_`, `reversion_`, `attack_`, `score_seconds_per_image`), so a
     run's slowest stage shows in its results.
+    Protected, reverted and adversarial images with NaN or inf pixels stop the run (`sanity.refuse_non_finite_images`,
+    before a protection is cached); a run that finishes records the check as the flag `check_non_finite_images`.
     """
 
     def __init__(
@@ -127,6 +129,7 @@ class PreemptiveEvaluation(L.LightningModule):
             self.reverted_l2_to_original = MeanMetric()
             self.reversion_fixed = SumMetric()  # images the victim gets right after reversion, wrong before
             self.reversion_broke = SumMetric()  # and the other way round: McNemar's discordant pairs
+        self.check_non_finite_images = MaxMetric()
         self.attacked = not isinstance(self.attack, NoAttack)
         if self.attacked:
             self.attack_success_rate = MeanMetric()
@@ -155,16 +158,16 @@ class PreemptiveEvaluation(L.LightningModule):
     def protect_or_reuse(self, x: Tensor, labels: Tensor, index: Tensor) -> tuple[Tensor, float, bool]:
         """The batch's protection from the cache when an identical run made it (with the seconds it took then, and
         the random generators where that run left them), else computed now and cached. A defense that keeps its
-        iterates always computes (the cache holds no iterates)."""
-        if self.protection_cache is None or self.step_curves is not None:
-            return *self.protect(x, labels), False
+        iterates always computes (the cache holds no iterates). A protection with NaN or inf pixels stops the run
+        before it is cached, so a run after the fix does not reuse it."""
+        caching = self.protection_cache is not None and self.step_curves is None
         first_index, size = int(index[0]), len(index)
-        cached = self.protection_cache.load(first_index, size, labels)
-        if cached is not None:
-            return *cached, True
-        protected, seconds = self.protect(x, labels)
-        self.protection_cache.save(first_index, size, labels, protected, seconds)
-        return protected, seconds, False
+        cached = self.protection_cache.load(first_index, size, labels) if caching else None
+        protected, seconds = cached if cached is not None else self.protect(x, labels)
+        refuse_non_finite_images("protected", protected, index)
+        if caching and cached is None:
+            self.protection_cache.save(first_index, size, labels, protected, seconds)
+        return protected, seconds, cached is not None
 
     def predict(self, x: Tensor) -> Tensor:
         """The receiver's decision: the victim's on g(x) when a receiver-side defense is set."""
@@ -187,7 +190,11 @@ class PreemptiveEvaluation(L.LightningModule):
         target = random_targets(y, self.num_classes) if self.attack.targeted else None
         reverted, reversion_seconds = timed(x, lambda: revert(self.reversion, sent, y, index))
         start = reverted if self.reverting else None
+        if self.reverting:
+            refuse_non_finite_images("reverted", reverted, index)
         adversarial, attack_seconds = timed(x, lambda: self.run_attack(sent, y, target, start=start))
+        refuse_non_finite_images("adversarial", adversarial, index)
+        self.check_non_finite_images.update(0.0)  # reached with every image finite
         if self.round_curves is not None:
             self.round_curves.update(self.attack.record)
         rounds_run = getattr(self.attack, "rounds_run", None)
@@ -229,6 +236,7 @@ class PreemptiveEvaluation(L.LightningModule):
             "receiver_seconds_per_image",
             "linf",
             "attack_distance",
+            "check_non_finite_images",
             *receiver_names,
         ]
         if self.reverting:

@@ -1,7 +1,11 @@
-"""AutoAttack's own sanity checks (pyautoattack.checks), run on the model every attack differentiates.
+"""AutoAttack's own sanity checks (pyautoattack.checks), run on the model every attack differentiates, and the check
+that every image the test loop makes is finite.
 
 A defense that "wins" only through masked gradients, randomness the attack ignores, or probabilities in place
-of logits gets a flag in results.json and the table, and a warning that says what to run instead.
+of logits gets a flag in results.json and the table, and a warning that says what to run instead. Images with NaN or
+inf pixels (from NaN weights, a step that overflows) would be scored as if they were images: an accuracy of 0, an
+SSIM of nan and nothing else amiss. They stop the run instead (`refuse_non_finite_images`), so its folder is marked
+failed with the reason; a finished run records the check as `non_finite_images: false`.
 """
 
 from __future__ import annotations
@@ -28,6 +32,29 @@ FLAG_ADVICE = {
     "likely masked, so the robust accuracy is an overestimate; use an adaptive attack",
 }
 FLAGS = tuple(FLAG_ADVICE)
+SHOWN_SAMPLES = 5  # how many of the non-finite images a refusal lists
+# the stage whose output is checked -> the part that made it.
+MADE_BY = {"protected": "defense", "reverted": "reversion", "adversarial": "attack"}
+
+
+class NonFiniteImagesError(RuntimeError):
+    """A stage of the test loop made images with NaN or inf pixels: no score of the run would mean anything."""
+
+
+def refuse_non_finite_images(stage: str, images: Tensor, index: Tensor) -> None:
+    """A NonFiniteImagesError naming the `stage` (a key of MADE_BY), the part that made its images, how many of the
+    batch are not finite and which samples (by dataset index) they are."""
+    finite = torch.isfinite(images).flatten(1).all(dim=1)
+    if bool(finite.all()):
+        return
+    samples = index[~finite.to(index.device)].tolist()
+    shown = ", ".join(map(str, samples[:SHOWN_SAMPLES])) + (", ..." if len(samples) > SHOWN_SAMPLES else "")
+    raise NonFiniteImagesError(
+        f"sanity check non_finite_images fired: {len(samples)} of the {len(images)} {stage} images of the batch from "
+        f"sample {int(index[0])} hold NaN or inf pixels (samples {shown}), so every score on them (accuracy, SSIM, "
+        f"distances) would be meaningless and the run stops. Check the {MADE_BY[stage]} that made them: weights "
+        f"loaded from outside, a step size or a division that overflows"
+    )
 
 
 def _fired(check, *args) -> bool:

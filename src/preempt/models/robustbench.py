@@ -13,7 +13,13 @@ from typing import Literal
 
 import torch
 
-from preempt.checkpoints import CheckpointError, check_file, tensors_only_loads, unpickling_error
+from preempt.checkpoints import (
+    CheckpointError,
+    check_file,
+    refuse_non_finite_model,
+    tensors_only_loads,
+    unpickling_error,
+)
 from preempt.models.pixel_classifier import PixelClassifier
 from preempt.network import reachable, socket_timeout
 from preempt.parts.model import ModelSpec, declares_spec
@@ -128,6 +134,7 @@ def load_robustbench_model(
         if path.is_file() or not _is_download_failure(error):
             raise
         raise _not_found(name, dataset, threat_model, path, type(error).__name__) from None
+    refuse_non_finite_model(network, path)
     return PixelClassifier(network, name=name, input_shape=INPUT_SHAPES[dataset])
 
 

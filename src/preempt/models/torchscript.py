@@ -8,25 +8,28 @@ from pathlib import Path
 
 import torch
 
-from preempt.checkpoints import CheckpointError, check_file
+from preempt.checkpoints import CheckpointError, check_file, refuse_non_finite_model
 from preempt.models.pixel_classifier import PixelClassifier
 from preempt.parts.constraints import AtLeastOne, Positive, WeightFile
 from preempt.parts.model import ModelSpec, declares_spec
 
 
 def load_script(path: Path) -> torch.jit.ScriptModule:
-    """`torch.jit.load` on the CPU; a file it cannot read is a CheckpointError naming it and how to make one."""
+    """`torch.jit.load` on the CPU; a file it cannot read, or whose weights are not finite, is a CheckpointError
+    naming it and how to make one."""
     check_file(path)
     try:
         with warnings.catch_warnings():  # torch deprecates TorchScript at every load; nothing the user can change
             warnings.filterwarnings("ignore", r"`torch\.jit\.load` is deprecated", FutureWarning)
-            return torch.jit.load(path, map_location="cpu")
+            script = torch.jit.load(path, map_location="cpu")
     except Exception as error:
         reason = str(error).split(". ")[0]
         raise CheckpointError(
             f"{path} is not a TorchScript file torch can load ({type(error).__name__}: {reason}). Save the model "
             f"in eval mode with torch.jit.save(torch.jit.script(model), path), or torch.jit.trace(model, images)"
         ) from error
+    refuse_non_finite_model(script, path)
+    return script
 
 
 def _spec(input_shape: tuple[int, int, int] = (3, 224, 224), num_classes: int = 1000, **settings) -> ModelSpec:

@@ -31,6 +31,9 @@ def read_fraction(value: object) -> object:
 
 def existing_file(path: Path) -> Path:
     """A file the part would read only when built: refused at validation instead, before any work."""
+    if path.exists() and not path.is_file():
+        kind = "a folder" if path.is_dir() else "a device, pipe or socket"
+        raise ValueError(f"{path.absolute()} is {kind}, not a regular file: point it at the weight file itself")
     if not path.is_file():
         raise ValueError(f"there is no file {path.absolute()}: put the weight file there")
     return path
@@ -42,6 +45,17 @@ Norm = Literal["Linf", "L2", "normalized_L2", "RMS"]
 # A budget in [0,1] pixel units; whether it fits the norm is checked by `threat.validate_budget`.
 Eps = Annotated[float, BeforeValidator(read_fraction), Gt(0)]
 AtLeastOne = Annotated[int, Ge(1)]
+# Lightning's seed_everything (and numpy's seeding) take a 32-bit seed; a larger one would fail after models are built.
+MAX_SEED = 2**32 - 1
+
+
+def seed_in_range(value: int) -> int:
+    if not 0 <= value <= MAX_SEED:
+        raise ValueError(f"a seed is an integer from 0 to {MAX_SEED}")
+    return value
+
+
+Seed = Annotated[int, AfterValidator(seed_in_range)]
 NonNegative = Annotated[int, Ge(0)]
 Positive = Annotated[float, Gt(0)]
 NonNegativeFloat = Annotated[float, Ge(0)]

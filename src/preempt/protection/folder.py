@@ -26,7 +26,9 @@ reported, recorded and skipped; outputs are written atomically after their manif
 from __future__ import annotations
 
 import contextlib
+import errno
 import math
+import os
 import sys
 import time
 from dataclasses import dataclass, field
@@ -40,16 +42,16 @@ from hydra.utils import get_object
 from omegaconf import DictConfig, OmegaConf, open_dict
 from pydantic import BaseModel, ConfigDict
 from torch import Tensor, nn
-from torchmetrics.functional.image import structural_similarity_index_measure
 from tqdm import tqdm
 
 from preempt.assembly import Assembly
 from preempt.config import CONF_DIR
-from preempt.files import replace_atomically
+from preempt.files import FolderInUseError, links_inside, lock_folder, release_folder, write_inside
 from preempt.fingerprint import digest
 from preempt.parts import ConfigError, LabelOnly, held_models
 from preempt.parts.constraints import Positive
 from preempt.protection.manifest import ManifestWriter, differences, protection_settings, read_manifest
+from preempt.protection.memory import SSIM_NOT_MEASURED, SSIM_SMALLEST_SIDE, FileLimits, structural_similarity
 from preempt.protection.photos import (
     SUFFIXES,
     Photo,
@@ -69,6 +71,8 @@ from preempt.validation import option_name, read_section, validate_config
 
 MAX_LISTED = 5  # a refusal names this many conflicting files, then a count
 MAX_REPORTED = 20  # the summary names this many failed files, then a count
+# A disk that is full, over quota, read-only or gone: the run stops with one line, keeping what it finished.
+WRITE_ERRORS = {errno.ENOSPC, errno.EDQUOT, errno.EROFS, errno.EACCES, errno.EPERM, errno.EIO}
 
 
 class ProtectSettings(BaseModel):
@@ -77,6 +81,7 @@ class ProtectSettings(BaseModel):
     model_config = ConfigDict(extra="forbid")
     resize: Literal["model", "none"]
     max_batch_megapixels: Positive
+    max_megapixels: Positive | None  # larger files are refused; None: only the memory estimate limits them
     device: str
 
 
@@ -104,6 +109,7 @@ class InputFile:
     todo: bool = True
     error: str | None = None
     size: tuple[int, int] | None = None  # (width, height) as shown
+    retry: bool = False  # refused for its size or the memory free: the next run tries again (either may change)
 
 
 @dataclass
@@ -111,17 +117,21 @@ class Summary:
     protected: list[str] = field(default_factory=list)
     done_before: list[str] = field(default_factory=list)
     failed: dict[str, str] = field(default_factory=dict)
-    ignored: list[str] = field(default_factory=list)  # files that are not PNG, JPEG or WebP
+    ignored: dict[str, str] = field(default_factory=dict)  # what is under INPUT_DIR and not read, with why
 
     def report(self, output_dir: Path) -> str:
         lines = [
             f"protected {len(self.protected)} file(s); {len(self.done_before)} already done with these settings; "
-            f"{len(self.failed)} failed; {len(self.ignored)} ignored (not {', '.join(SUFFIXES)})"
+            f"{len(self.failed)} failed; {len(self.ignored)} not read"
         ]
-        failures = list(self.failed.items())
-        lines += [f"  failed: {name}: {reason}" for name, reason in failures[:MAX_REPORTED]]
-        if len(failures) > MAX_REPORTED:
-            lines.append(f"  and {len(failures) - MAX_REPORTED} more failed (status `failed` in the manifest)")
+        for verb, named, more in (
+            ("failed", self.failed, "failed (status `failed` in the manifest)"),
+            ("not read", self.ignored, "not read"),
+        ):
+            items = list(named.items())
+            lines += [f"  {verb}: {name}: {reason}" for name, reason in items[:MAX_REPORTED]]
+            if len(items) > MAX_REPORTED:
+                lines.append(f"  and {len(items) - MAX_REPORTED} more {more}")
         lines.append(f"outputs and manifest: {output_dir} (check them: preempt verify {output_dir})")
         return "\n".join(lines)
 
@@ -129,6 +139,8 @@ class Summary:
 def check_folders(input_dir: Path, output_dir: Path) -> None:
     if not input_dir.is_dir():
         raise ConfigError(f"INPUT_DIR {input_dir} is not a folder: give the folder of images to protect")
+    if output_dir.exists() and not output_dir.is_dir():
+        raise ConfigError(f"OUTPUT_DIR {output_dir} is a file, not a folder: give a folder (new or a previous run's)")
     inside, outside = input_dir.resolve(), output_dir.resolve()
     if outside == inside or inside in outside.parents or outside in inside.parents:
         raise ConfigError(
@@ -137,17 +149,56 @@ def check_folders(input_dir: Path, output_dir: Path) -> None:
         )
 
 
-def list_inputs(input_dir: Path) -> tuple[list[InputFile], list[str]]:
-    """Image files under `input_dir` in sorted order, and the other (ignored) files; hidden ones are skipped."""
-    images, ignored = [], []
-    paths = sorted(path for path in input_dir.rglob("*") if path.is_file())
-    for path in paths:
-        relative = path.relative_to(input_dir).as_posix()
-        if any(part.startswith(".") for part in Path(relative).parts):
-            continue
-        if path.suffix.lower() not in SUFFIXES:
-            ignored.append(relative)
-            continue
+def claim_output_dir(output_dir: Path) -> None:
+    """Creates OUTPUT_DIR if needed and takes its lock for this run, before any model is built: a folder that
+    cannot be written, that another run is writing, or that holds a link (a file written through it would land
+    elsewhere) is refused here, naming it."""
+    try:
+        lock_folder(output_dir, "preempt protect")
+    except FolderInUseError as error:
+        raise ConfigError(f"OUTPUT_DIR {error}") from None
+    except OSError as error:
+        raise ConfigError(
+            f"OUTPUT_DIR {output_dir} cannot be written ({error.strerror}): pick a folder you can write, or fix its "
+            f"permissions"
+        ) from None
+    links = links_inside(output_dir)
+    if links:
+        release_folder(output_dir)
+        listed = ", ".join(str(link) for link in links[:MAX_LISTED])
+        more = f" and {len(links) - MAX_LISTED} more" if len(links) > MAX_LISTED else ""
+        raise ConfigError(
+            f"OUTPUT_DIR {output_dir} holds symbolic links ({listed}{more}): protect never writes through a link, "
+            f"which could put files and manifest lines outside OUTPUT_DIR; remove them or pick another OUTPUT_DIR"
+        )
+
+
+def list_inputs(input_dir: Path) -> tuple[list[InputFile], dict[str, str]]:
+    """Image files under `input_dir` in sorted order, and what else is there with why it is not read (hidden
+    files and folders are passed over: they are tools' bookkeeping, not photos). Links to files are read; links to
+    folders are not followed (a loop, or a folder elsewhere pulled in by accident), and links to nothing are named."""
+    found, ignored = [], {}
+    for parent, folders, files in os.walk(input_dir):
+        folders[:] = [name for name in folders if not name.startswith(".")]
+        for name in folders:
+            if os.path.islink(os.path.join(parent, name)):
+                relative = Path(parent, name).relative_to(input_dir).as_posix()
+                ignored[relative] = "a link to a folder, not followed: protect that folder by its own path"
+        for name in files:
+            path = Path(parent, name)
+            relative = path.relative_to(input_dir).as_posix()
+            if name.startswith("."):
+                continue
+            if not path.exists():
+                ignored[relative] = "a link to nothing (its target is gone)"
+            elif not path.is_file():
+                ignored[relative] = "not a regular file"
+            elif path.suffix.lower() not in SUFFIXES:
+                ignored[relative] = f"not {', '.join(SUFFIXES)}"
+            else:
+                found.append((path, relative))
+    images: list[InputFile] = []
+    for path, relative in sorted(found):  # by path, part by part, as every earlier run ordered (and seeded) them
         output = Path(relative).with_suffix(".png").as_posix()
         images.append(InputFile(relative, path, output, len(images), file_sha256(path)))
     by_output: dict[str, list[str]] = {}
@@ -159,7 +210,7 @@ def list_inputs(input_dir: Path) -> tuple[list[InputFile], list[str]]:
             f"{' and '.join(clashes[0])} would both be written as {Path(clashes[0][0]).with_suffix('.png').as_posix()}"
             f" ({len(clashes)} such clash(es)): rename one of each, or protect them from separate folders"
         )
-    return images, ignored
+    return images, dict(sorted(ignored.items()))
 
 
 def plan(images: list[InputFile], output_dir: Path, settings: dict, force: bool) -> Summary:
@@ -182,6 +233,8 @@ def plan(images: list[InputFile], output_dir: Path, settings: dict, force: bool)
             continue
         if entry["input_sha256"] != image.sha256:
             continue  # the original changed since: protect it again
+        if entry["status"] == "failed" and entry.get("retry"):
+            continue  # refused for its size or the memory then free: tried again
         if entry["status"] == "failed":
             image.todo, image.error = False, entry["error"]
             summary.failed[image.relative] = f"{entry['error']} (unchanged since the last run)"
@@ -206,11 +259,17 @@ def plan(images: list[InputFile], output_dir: Path, settings: dict, force: bool)
 
 
 def batches(
-    images: list[InputFile], model_size: tuple[int, int] | None, resize: str, batch_size: int, max_megapixels: float
+    images: list[InputFile],
+    model_size: tuple[int, int] | None,
+    resize: str,
+    batch_size: int,
+    max_megapixels: float,
+    limits: FileLimits | None = None,
 ) -> list[list[InputFile]]:
     """Files of one shown size together, in sorted order; each batch holds at most `batch_size` files and
-    `max_megapixels` of pixels (at least one file). Unreadable files and, with resize=none, files of another
-    size than the model's get their error instead."""
+    `max_megapixels` of pixels (at least one file). Unreadable files, with resize=none files of another size
+    than the model's, and files `limits` refuses (over protect.max_megapixels, or a batch whose estimated memory
+    is more than is available: `preempt.protection.memory`) get their error instead, from their header alone."""
     groups: dict[tuple[int, int], list[InputFile]] = {}
     for image in images:  # files that failed before keep their place, so every batch is cut as in the first run
         try:
@@ -224,11 +283,20 @@ def batches(
                 f"protect.resize=model protects it at its own size through a resize to the model's"
             )
             continue
+        if limits is not None and (refusal := limits.too_many_megapixels(image.source.name, image.size)):
+            image.error, image.retry = refusal, True
+            continue
         groups.setdefault(image.size, []).append(image)
     planned = []
     for (width, height), group in groups.items():
         per_batch = max(1, min(batch_size, math.floor(max_megapixels * 1e6 / (width * height))))
         planned += [group[start : start + per_batch] for start in range(0, len(group), per_batch)]
+    if limits is not None:  # a batch is protected whole or not at all
+        for batch in planned:
+            for image in batch:
+                image.error = limits.too_large(image.source.name, image.size, len(batch))
+                image.retry = image.error is not None
+        planned = [batch for batch in planned if batch[0].error is None]
     return sorted(planned, key=lambda batch: batch[0].position)
 
 
@@ -333,17 +401,33 @@ class Protector:
         with torch.enable_grad(), streams:
             protected = self.defense(x, labels).detach()
         protect_seconds = time.perf_counter() - protect_started
+        finite = protected.flatten(1).isfinite().all(dim=1)
+        if not finite.all():  # those files fail; the others are measured in the same batch as always
+            protected = torch.where(finite.view(-1, *[1] * (x.dim() - 1)), protected, x)
         eps, norm = (self.budget["eps"], self.budget["norm"]) if self.budget else (None, "Linf")
         quantized = quantize_within_budget(protected, x, eps, norm)
+        del protected  # a photo's tensors are hundreds of MB: hold no more of them than the next step needs
         files = [encode_png(q, photo.alpha, photo.icc_profile) for q, (_, photo) in zip(quantized, photos, strict=True)]
+        del quantized
         sent = torch.stack([decode_png(data, self.channels) for data in files]).to(self.device)
         after = label_log_probability(self.backbone, sent, labels)
         linf_levels = torch.round((sent - x).abs().flatten(1).amax(dim=1) * LEVELS)
-        ssim = structural_similarity_index_measure(sent, x, data_range=1.0, reduction="none")
+        measurable = min(x.shape[-2:]) >= SSIM_SMALLEST_SIDE
+        ssim = structural_similarity(sent, x) if measurable else None
         seconds = (time.perf_counter() - started) / len(photos)
         for i, ((image, photo), data) in enumerate(zip(photos, files, strict=True)):
             if not image.todo:
                 continue
+            if not finite[i]:
+                image.error = (
+                    "the protection is not finite (NaN/inf): the defense diverged on this file, so it is not written; "
+                    "check the backbone's output on it, or protect it with another defense or backbone"
+                )
+                self.record_failure(image, manifest, summary)
+                continue
+            similarity = (
+                {"ssim": round(float(ssim[i]), 6)} if measurable else {"ssim": None, "ssim_note": SSIM_NOT_MEASURED}
+            )
             entry = {
                 "status": "protected",
                 "output_sha256": sha256(data),
@@ -356,12 +440,12 @@ class Protector:
                 "loss_after": float(f"{max(0.0, -float(after[i])):.4g}"),
                 "linf": round(float(linf_levels[i]) / LEVELS, 6),
                 "linf_levels": int(linf_levels[i]),
-                "ssim": round(float(ssim[i]), 6),
+                **similarity,
                 "seconds": round(seconds, 4),
                 "protect_seconds": round(protect_seconds / len(photos), 4),
             }
             manifest.append(self.entry(image, **entry))
-            replace_atomically(self.output_dir / image.output, lambda tmp, data=data: tmp.write_bytes(data))
+            write_inside(self.output_dir, image.output, data)
             summary.protected.append(image.relative)
         return handled
 
@@ -379,14 +463,17 @@ class Protector:
         }
 
     def record_failure(self, image: InputFile, manifest: ManifestWriter, summary: Summary) -> None:
-        manifest.append(self.entry(image, status="failed", error=image.error))
+        manifest.append(
+            self.entry(image, status="failed", error=image.error, **({"retry": True} if image.retry else {}))
+        )
         summary.failed[image.relative] = image.error or ""
 
 
 def protect_folder(
     cfg: DictConfig, input_dir: Path, output_dir: Path, force: bool = False, progress: bool = True
 ) -> Summary:
-    """Protect every image under `input_dir` into `output_dir`; everything is checked before any model is built."""
+    """Protect every image under `input_dir` into `output_dir`; everything is checked before any model is built,
+    and OUTPUT_DIR is this run's alone until it returns."""
     with open_dict(cfg):
         protect = read_section(ProtectSettings, dict(cfg.pop("protect")), "protect")
     for warning in validate_config(cfg, scoring=False):
@@ -399,20 +486,47 @@ def protect_folder(
     settings = protection_settings(container, choices, protect.model_dump())
     images, ignored = list_inputs(input_dir)
     if not images:
-        raise ConfigError(f"INPUT_DIR {input_dir} holds no {', '.join(SUFFIXES)} files")
-    summary = plan(images, output_dir, settings, force)
-    summary.ignored = ignored
-    pending = [image for image in images if image.todo]
-    if not pending:
-        return summary
-    if container["speed"]["keep_freed_memory"]:
+        found = "; ".join(f"{name}: {reason}" for name, reason in list(ignored.items())[:MAX_LISTED])
+        raise ConfigError(
+            f"INPUT_DIR {input_dir} holds no {', '.join(SUFFIXES)} files" + (f" ({found})" if found else "")
+        )
+    claim_output_dir(output_dir)
+    try:
+        summary = plan(images, output_dir, settings, force)
+        summary.ignored = ignored
+        pending = [image for image in images if image.todo]
+        if pending:
+            protect_pending(cfg, protect, settings, input_dir, output_dir, images, pending, summary, progress)
+    finally:
+        release_folder(output_dir)
+    return summary
+
+
+def protect_pending(
+    cfg: DictConfig,
+    protect: ProtectSettings,
+    settings: dict,
+    input_dir: Path,
+    output_dir: Path,
+    images: list[InputFile],
+    pending: list[InputFile],
+    summary: Summary,
+    progress: bool,
+) -> None:
+    """Build the models once and protect the files `plan` left to do, batch by batch. A disk that fills up or
+    becomes read-only mid-run stops it with one line: every file finished before has its manifest line and is
+    kept, and a rerun goes on from there."""
+    if cfg.speed.keep_freed_memory:
         keep_freed_memory()
     protector = Protector(cfg, protect, settings, input_dir, output_dir)
-    planned = batches(images, protector.model_size, protect.resize, cfg.batch_size, protect.max_batch_megapixels)
+    limits = FileLimits.measure(protector.defense, protector.device, protector.channels, protect.max_megapixels)
+    planned = batches(
+        images, protector.model_size, protect.resize, cfg.batch_size, protect.max_batch_megapixels, limits
+    )
     manifest = ManifestWriter(output_dir)
     try:
         for image in pending:
-            if image.error is not None:  # unreadable header, or a size resize=none cannot take
+            if image.error is not None:  # unreadable header, a size resize=none cannot take, or too large
                 protector.record_failure(image, manifest, summary)
         remove_unfinished_writes(output_dir, pending)
         total = sum(image.error is None for image in pending)
@@ -420,9 +534,16 @@ def protect_folder(
             for batch in planned:
                 if any(image.todo for image in batch):
                     bar.update(protector.run(batch, manifest, summary))
+    except OSError as error:
+        if error.errno not in WRITE_ERRORS:
+            raise
+        raise ConfigError(
+            f"writing OUTPUT_DIR {output_dir} failed ({error.strerror}{f': {error.filename}' if error.filename else ''}"
+            f") after {len(summary.protected)} file(s) were protected; they are kept with their manifest lines: free "
+            f"space or fix the folder, then run the same command again to go on"
+        ) from None
     finally:
         manifest.close()
-    return summary
 
 
 def remove_unfinished_writes(output_dir: Path, pending: list[InputFile]) -> None:

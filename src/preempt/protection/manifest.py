@@ -3,6 +3,7 @@
 The manifest is append-only (a killed run loses at most its last, unfinished line, which readers skip); the
 last line about an input wins. Each line carries the settings that decide the output and their digest, so a
 rerun can tell finished work from work done with other settings, and anyone can audit how a file was made.
+Any other line protect could not have written is refused (`manifest_lines`) before any work.
 """
 
 from __future__ import annotations
@@ -14,9 +15,13 @@ from pathlib import Path
 from typing import Any
 
 from preempt.fingerprint import without_neutral_keys
+from preempt.parts import ConfigError
+from preempt.protection.manifest_lines import MANIFEST_FILE, UnreadableManifestError, defense_budget, read_lines
 from preempt.speed import ACCELERATIONS
 
-MANIFEST_FILE = "manifest.jsonl"
+
+class ManifestError(ConfigError, UnreadableManifestError):
+    """A manifest protect could not have written, refused before any work with its file, line and fix."""
 
 
 def protection_settings(config: dict, choices: dict[str, str], protect: dict) -> dict:
@@ -24,11 +29,10 @@ def protection_settings(config: dict, choices: dict[str, str], protect: dict) ->
     the seed and, when the random starts are drawn per batch, how files are batched."""
     defense = config["defense"]
     batching = {"batch_size": config["batch_size"], "max_batch_megapixels": protect["max_batch_megapixels"]}
-    budget = {"eps": defense["eps"], "norm": defense["norm"]} if "eps" in defense and "norm" in defense else None
     return {
         "defense": choices.get("defense"),
         "defense_settings": without_neutral_keys(defense),
-        "budget": budget,
+        "budget": defense_budget(defense),
         **{role: choices.get(role) for role in ("classifier", "backbone")},
         **{f"{role}_settings": without_neutral_keys(config[role]) for role in ("classifier", "backbone")},
         "resize": protect["resize"],
@@ -59,19 +63,13 @@ def differences(before: dict, now: dict) -> list[str]:
 
 
 def read_manifest(folder: Path) -> dict[str, dict]:
-    """The last entry for each input (relative path); lines a killed run left unfinished are skipped."""
-    path = folder / MANIFEST_FILE
-    entries: dict[str, dict] = {}
-    if not path.is_file():
-        return entries
-    for line in path.read_text(encoding="utf-8").splitlines():
-        try:
-            entry = json.loads(line)
-        except json.JSONDecodeError:
-            continue
-        if isinstance(entry, dict) and "input" in entry:
-            entries[entry["input"]] = entry
-    return entries
+    """The last entry for each input (relative path); lines a killed run left unfinished are skipped, any other
+    bad line refused (ManifestError)."""
+    try:
+        lines = read_lines(folder)
+    except UnreadableManifestError as error:
+        raise ManifestError(str(error)) from None
+    return {name: line.entry for name, line in lines.items()}
 
 
 class ManifestWriter:
@@ -81,8 +79,11 @@ class ManifestWriter:
     def __init__(self, folder: Path) -> None:
         folder.mkdir(parents=True, exist_ok=True)
         path = folder / MANIFEST_FILE
-        unfinished = path.is_file() and path.stat().st_size and not path.read_bytes().endswith(b"\n")
-        self.handle = path.open("a", encoding="utf-8")
+        # O_NOFOLLOW: a link planted as the manifest would append these lines to its target (OSError instead).
+        descriptor = os.open(path, os.O_RDWR | os.O_APPEND | os.O_CREAT | os.O_NOFOLLOW, 0o666)
+        size = os.fstat(descriptor).st_size
+        unfinished = size and os.pread(descriptor, 1, size - 1) != b"\n"
+        self.handle = os.fdopen(descriptor, "a", encoding="utf-8")
         if unfinished:  # a killed run's cut line: end it, so the next entry starts on its own line
             self.handle.write("\n")
 

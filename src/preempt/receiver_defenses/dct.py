@@ -16,9 +16,12 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor
 
-from preempt.files import write_text_atomically
+from preempt.files import special_file_kind, write_text_atomically
 
 BLOCK = 8
+LEARN_A_TABLE = (
+    "learn one with `python -m preempt.commands.learn_quantization` or leave table=null for Feature Distillation's"
+)
 
 
 @functools.cache
@@ -75,25 +78,40 @@ def quantize(x: Tensor, table: Tensor) -> Tensor:
 
 
 def read_table(path: str | Path) -> Tensor:
-    """An 8×8 table of positive steps from a text file (8 rows of 8 numbers; lines starting with # are notes)."""
+    """An 8×8 table of positive finite steps from a text file (8 rows of 8 numbers; lines starting with # are notes).
+    Python reads "inf" and "nan" as numbers, and either step would make every quantized pixel NaN: refused."""
     path = Path(path)
+    kind = special_file_kind(path)
+    if kind is not None:
+        raise ValueError(f"quantization table {path} is {kind}, not a text file: point table at the file itself")
     if not path.is_file():
+        raise ValueError(f"quantization table {path} does not exist (folder {path.parent.resolve()}); {LEARN_A_TABLE}")
+    try:
+        text = path.read_text(encoding="utf-8")
+    except UnicodeDecodeError:
         raise ValueError(
-            f"quantization table {path} does not exist (folder {path.parent.resolve()}); learn one with "
-            f"`python -m preempt.commands.learn_quantization` or leave table=null for Feature Distillation's"
-        )
-    lines = [line.strip() for line in path.read_text().splitlines()]
-    rows = [line.split() for line in lines if line and not line.startswith("#")]
-    shape = [len(row) for row in rows]
+            f"quantization table {path} is not text (a binary file?): a table is 8 rows of 8 numbers; {LEARN_A_TABLE}"
+        ) from None
+    numbered = [(number, line.strip()) for number, line in enumerate(text.splitlines(), start=1)]
+    rows = [(number, line.split()) for number, line in numbered if line and not line.startswith("#")]
+    shape = [len(row) for _, row in rows]
     if shape != [BLOCK] * BLOCK:
         raise ValueError(f"quantization table {path} must hold 8 rows of 8 numbers; its rows have {shape} numbers")
-    try:
-        table = torch.tensor([[float(value) for value in row] for row in rows], dtype=torch.float64)
-    except ValueError as error:
-        raise ValueError(f"quantization table {path}: {error}; expected 8 rows of 8 numbers") from None
-    if not bool((table > 0).all()):
-        raise ValueError(f"quantization table {path} must hold positive steps (a step of 0 divides by zero)")
-    return table
+    steps = []
+    for number, row in rows:
+        for column, value in enumerate(row, start=1):
+            where = f"quantization table {path}, line {number}, number {column}"
+            try:
+                step = float(value)
+            except ValueError:
+                raise ValueError(f"{where}: {value!r} is not a number; expected 8 rows of 8 numbers") from None
+            if not step > 0 or not math.isfinite(step):
+                raise ValueError(
+                    f"{where}: the step {value} is not a positive finite number (0 divides by zero, inf and nan make "
+                    f"every pixel NaN). Write a step > 0 there, or {LEARN_A_TABLE}"
+                )
+            steps.append(step)
+    return torch.tensor(steps, dtype=torch.float64).view(BLOCK, BLOCK)
 
 
 SMALLEST_STEP, LARGEST_STEP = 20.0, 100.0

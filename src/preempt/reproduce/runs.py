@@ -4,6 +4,9 @@ A run is known by its fingerprint (`results.run_fingerprint`: the resolved confi
 logging), computed here by composing the cell's config exactly as `src/main.py` would. So a finished run is
 found wherever it was written, a run that two tables share is computed once, and a cell whose settings changed
 since is run again rather than reported from stale files.
+
+The functions that compose import the validation (and with it torch and every part) themselves, so the driver
+answers --help and refuses bad arguments without loading them.
 """
 
 from __future__ import annotations
@@ -20,7 +23,6 @@ from preempt.config import compose_run, project_root
 from preempt.fingerprint import run_fingerprint
 from preempt.reproduce.tables import Scale, Table, cell_overrides
 from preempt.results.store import RESULTS_FILE
-from preempt.validation import MODEL_ROLES, validate_config
 
 ROOT = Path(project_root())
 # What `preempt.commands.reproduce_batch` prints after each multirun, before its name and exit status.
@@ -59,6 +61,8 @@ def fingerprints(overrides: list[str], seeds: list[int]) -> tuple[dict[int, str]
     """The fingerprint `src/main.py` would record for these overrides at each seed (inside `config.composer()`), and
     the resolved config of the last. Composed and validated once: a seed changes only `seed` and what interpolates it
     (the quick scale's data slice)."""
+    from preempt.validation import validate_config
+
     cfg = compose_run("main", [*overrides, f"seed={seeds[0]}"], "unused")
     validate_config(cfg)
     found = {}
@@ -72,6 +76,7 @@ def fingerprints(overrides: list[str], seeds: list[int]) -> tuple[dict[int, str]
 def missing_checkpoints(config: dict) -> list[Path]:
     """The RobustBench checkpoints the run's models would load that are not under paths.model_dir."""
     from preempt.models.robustbench import checkpoint_path, load_robustbench_model
+    from preempt.validation import MODEL_ROLES
 
     nodes = [config[role] for role in MODEL_ROLES]
     paths = [
@@ -86,6 +91,8 @@ def first_use_models(config: dict) -> list[dict]:
     """The configs of the models this run trains on first use and caches (loaders in `preempt.zoo`: the digits zoo,
     and the digits score model where a part is given the score model), so the driver can train each once, with
     every core, before any table starts."""
+    from preempt.validation import MODEL_ROLES
+
     nodes = [config[role] for role in MODEL_ROLES]
     nodes += [value for value in config["reversion"].values() if isinstance(value, dict) and "_target_" in value]
     parts = [get_object(config[group]["_target_"]) for group in ("receiver_defense", "reversion")]

@@ -2,7 +2,10 @@
 columns draw from (Hydra overrides, per scale), the published numbers, and the paper's claim per row.
 
 A cell is one row under one named run; it runs over the scale's seeds as one Hydra multirun. Everything about a
-table is checked when its file is read, so a typo fails before any run starts, naming the file and the key.
+table is checked when its file is read, so a typo fails before any run starts, naming the file and the key. A table
+file may come from someone else: its overrides pick the project's options and settings, and cannot name what gets
+built (`_target_`), set Hydra's own config (`hydra.*`: where configs are found, callbacks Hydra runs, the job's
+environment, which could widen PREEMPT_TRUSTED_MODULES), or load a config file from outside conf/.
 """
 
 from __future__ import annotations
@@ -14,7 +17,7 @@ from typing import Literal
 import yaml
 from pydantic import BaseModel, ConfigDict, ValidationError, model_validator
 
-from preempt.config import project_root
+from preempt.config import CONF_DIR, project_root
 
 TABLES_DIR = Path(project_root()) / "sweeps" / "tables"
 SCALES = ("quick", "imagenet_lite", "paper")
@@ -23,6 +26,31 @@ Scale = Literal["quick", "imagenet_lite", "paper"]
 DEFAULT_SCALES = ["quick", "paper"]
 # An override's key: what it sets (`attack`, `defense.n_samples`, `+x`); a cell may set each key once.
 OVERRIDE_KEY = re.compile(r"^[+~]{0,2}([\w./@-]+)=")
+
+
+def check_override(override: str) -> None:
+    """One override of a table file: `key=value`, picking options and settings of the project's own configs."""
+    match = OVERRIDE_KEY.match(override)
+    if match is None:
+        raise ValueError(f"{override!r} is not a Hydra override: write key=value, e.g. defense=none or attack.steps=10")
+    if "_target_" in override:
+        raise ValueError(
+            f"{override!r} sets a _target_ (what gets built): a table picks the project's options, e.g. "
+            f"classifier=digits_cnn, and their settings"
+        )
+    key = match.group(1)
+    if any(part == "hydra" or part.startswith(("hydra.", "hydra/")) for part in key.split("@")):
+        raise ValueError(
+            f"{override!r} sets Hydra's own config (where configs are found, the callbacks it runs, the job's "
+            f"environment): a table sets only the run's config; leave hydra.* to the command line"
+        )
+    group = key.partition("@")[0].strip("/")
+    option = Path(override.split("=", 1)[1].strip("'\"[] "))
+    if (CONF_DIR / group).is_dir() and (option.is_absolute() or ".." in option.parts):
+        raise ValueError(
+            f"{override!r}: an option of {group} is a file under conf/{group}/, and this one leaves that folder; "
+            f"name an option, e.g. {group}=<name> (see conf/{group}/)"
+        )
 
 
 class _Strict(BaseModel):
@@ -39,6 +67,10 @@ class Overrides(_Strict):
 
     def at(self, scale: Scale) -> list[str]:
         return [*self.both, *getattr(self, scale)]
+
+    def every(self) -> list[str]:
+        """The overrides of every scale, run or not."""
+        return [*self.both, *self.quick, *self.imagenet_lite, *self.paper]
 
 
 def read_overrides(value: object) -> object:
@@ -157,6 +189,7 @@ class Table(_Strict):
 
     @model_validator(mode="after")
     def consistent(self) -> Table:
+        self.check_every_override()
         rows, columns = {row.key for row in self.rows}, {column.key for column in self.columns}
         for column in self.columns:
             if column.run not in self.runs:
@@ -177,6 +210,18 @@ class Table(_Strict):
                 for run in self.runs_of(row):
                     cell_overrides(self, row, run, scale)
         return self
+
+    def check_every_override(self) -> None:
+        """Each override as written, at every scale, used or not: a refusal names where it is."""
+        written = {"preset": [f"experiment={self.preset}"], "the table's overrides": self.overrides}
+        written |= {f"row {row.key!r}": row.overrides for row in self.rows}
+        written |= {f"run {name!r}": overrides for name, overrides in self.runs.items()}
+        for where, overrides in written.items():
+            for override in overrides if isinstance(overrides, list) else overrides.every():
+                try:
+                    check_override(override)
+                except ValueError as error:
+                    raise ValueError(f"{where}: {error}") from None
 
     def used_runs(self) -> list[str]:
         """The named runs the columns draw from, in column order."""
@@ -230,16 +275,17 @@ def cell_overrides(table: Table, row: Row, run: str, scale: Scale) -> list[str]:
         *row.overrides.at(scale),
         *(with_row_values(override, row, scale) for override in table.runs[run].at(scale)),
     ]
+    cell = f"row {row.key!r}, run {run!r} at scale {scale}"
     seen: dict[str, str] = {}
     for override in overrides:
-        match = OVERRIDE_KEY.match(override)
-        if match is None:
-            raise ValueError(f"{override!r} is not a Hydra override (key=value)")
+        try:
+            check_override(override)  # again: a run's `{key}` has taken the row's value
+        except ValueError as error:
+            raise ValueError(f"{cell}: {error}") from None
         if "," in re.sub(r"\[.*?\]|\{.*?\}|'.*?'|\".*?\"", "", override):
             raise ValueError(f"{override!r} would sweep: give each value its own row or run")
-        key = match.group(1)
+        key = OVERRIDE_KEY.match(override).group(1)
         if key in seen:
-            cell = f"row {row.key!r}, run {run!r} at scale {scale}"
             raise ValueError(f"{cell}: {seen[key]!r} and {override!r} both set {key}")
         seen[key] = override
     return overrides

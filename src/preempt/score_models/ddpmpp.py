@@ -297,7 +297,7 @@ def load_ddpmpp(checkpoint: str | Path, ema: bool = True, **architecture) -> DDP
     stripped. `architecture` is forwarded to `DDPMpp`, for tests and variants.
     """
     path = Path(checkpoint)
-    if not path.is_file():
+    if not path.exists():  # a folder or a device in its place is named by load_checkpoint
         raise CheckpointError(
             f"DDPM++ checkpoint {path} does not exist. Download {CHECKPOINT_NAME} from {CHECKPOINT_SOURCES}, and "
             f"place it at {path}."

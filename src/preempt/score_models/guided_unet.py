@@ -346,7 +346,7 @@ def load_guided_unet(checkpoint: str | Path, fp16: bool | None = None, **archite
     whose names or shapes differ raises CheckpointError naming the file.
     """
     path = Path(checkpoint)
-    if not path.is_file():
+    if not path.exists():  # a folder or a device in its place is named by load_checkpoint
         raise CheckpointError(
             f"guided-diffusion checkpoint {path} does not exist. Download 256x256_diffusion_uncond.pt from "
             f"{CHECKPOINT_URL} (linked from the READMEs of openai/guided-diffusion and NVlabs/DiffPure) and put it "

@@ -23,7 +23,7 @@ from pydantic import BaseModel, ConfigDict, TypeAdapter
 from preempt.attacks.base import Attack
 from preempt.checkpoints import CheckpointError
 from preempt.parts import ConfigError, Defense, Identity, InputTransform, LabelOnly, Reversion, bpda_hint
-from preempt.parts.constraints import AtLeastOne, Eps, NonNegative, Norm, Positive
+from preempt.parts.constraints import AtLeastOne, Eps, NonNegative, Norm, Positive, Seed
 from preempt.validation.fit import MODEL_ROLES
 from preempt.validation.schema import (
     bound_models,
@@ -36,6 +36,7 @@ from preempt.validation.schema import (
     validate_budget_or_refuse,
     write_back,
 )
+from preempt.validation.targets import check_trusted_targets
 
 PART_GROUPS = ("dataset", *MODEL_ROLES, "defense", "receiver_defense", "reversion", "score_model", "attack", "trainer")
 # What each part group's target must be (the contract the test loop calls it through), and how to say so.
@@ -88,7 +89,7 @@ class RunSchema(_Strict):
     print_config: bool
     skip_finished: bool
     protection_cache: bool
-    seed: NonNegative
+    seed: Seed
     randomness: Literal["per_batch", "per_sample"]
     batch_size: AtLeastOne
     num_workers: NonNegative | None
@@ -128,9 +129,10 @@ def validate_config(cfg: DictConfig, scoring: bool = True) -> list[str]:
     Values typed as text that the schema reads as numbers (`threat.eps=8/255`) are written back as numbers.
     """
     container = resolve(cfg)
+    check_trusted_targets(container)  # before any part's module is imported
     check_schema(RunSchema, container, prefix="", allowed_hint=True)
-    write_back(cfg, "threat.eps", TypeAdapter(Eps).validate_python(container["threat"]["eps"]))
-    container = resolve(cfg)
+    if write_back(cfg, "threat.eps", TypeAdapter(Eps).validate_python(container["threat"]["eps"])):
+        container = resolve(cfg)
     validate_budget_or_refuse(container["threat"]["eps"], container["threat"]["norm"], "threat")
     check_speed(container)
 
@@ -252,12 +254,16 @@ def check_receiver_defense(container: dict, transform: InputTransform, attack: A
 
 
 def dataset_warnings(container: dict) -> list[str]:
-    """Evaluating on the split the project's own models were trained on (a loader's `zoo_training_split`)."""
+    """What a loader says before it is built (its `listing_warnings`: the files of a folder it will not use, with
+    why), and evaluating on the split the project's own models were trained on (a loader's `zoo_training_split`)."""
     dataset = container["dataset"]
-    split = getattr(get_object(dataset["_target_"]), "zoo_training_split", None)
+    loader = get_object(dataset["_target_"])
+    listing = getattr(loader, "listing_warnings", None)
+    warnings = listing(**{key: value for key, value in dataset.items() if not key.startswith("_")}) if listing else []
+    split = getattr(loader, "zoo_training_split", None)
     if split is not None and dataset.get("split") == split:
-        return [
+        warnings.append(
             f"dataset.split={split}: the digits zoo models were trained on these images, so accuracy on them is "
             f"not a test accuracy; use dataset.split=test (the default)"
-        ]
-    return []
+        )
+    return warnings

@@ -27,6 +27,7 @@ from preempt.parts import ConfigError
 from preempt.parts.constraints import ARBITRARY_TYPES
 from preempt.parts.model import ModelSpec, spec_of
 from preempt.threat import validate_budget
+from preempt.validation.targets import locate_trusted
 
 HYDRA_KEYS = {"_target_", "_partial_", "_recursive_", "_convert_", "_args_"}
 _VARIADIC = (inspect.Parameter.VAR_POSITIONAL, inspect.Parameter.VAR_KEYWORD)
@@ -43,12 +44,15 @@ def resolve(cfg: DictConfig) -> dict:
         raise ConfigError(f"{error.full_key}: {error.msg}") from None
 
 
-def write_back(cfg: DictConfig, key: str, value: Any) -> None:
-    """Replace a value the schema converted (text to number), unless it is an interpolation of another key."""
+def write_back(cfg: DictConfig, key: str, value: Any) -> bool:
+    """Replace a value the schema converted (text to number), unless it is an interpolation of another key; returns
+    whether it did (so the config need be resolved again only then)."""
     parent_key, _, name = key.rpartition(".")
     parent = OmegaConf.select(cfg, parent_key) if parent_key else cfg
-    if not OmegaConf.is_interpolation(parent, name) and parent[name] != value:
-        parent[name] = value
+    if OmegaConf.is_interpolation(parent, name) or parent[name] == value:
+        return False
+    parent[name] = value
+    return True
 
 
 def bound_models(target: Callable) -> tuple[str, ...]:
@@ -62,10 +66,7 @@ def check_part(cfg: DictConfig, container: dict, group: str, prefix: str = "") -
     node = container.get(group)
     if not isinstance(node, dict) or "_target_" not in node:
         raise ConfigError(f"{key} has no _target_: pick one of its options, e.g. `{group}=<option>` (see --help)")
-    try:
-        target = get_object(node["_target_"])
-    except Exception as error:
-        raise ConfigError(f"{key}._target_={node['_target_']} cannot be imported: {error}") from None
+    target = locate_trusted(f"{key}._target_", node["_target_"])
     settings = {name: value for name, value in node.items() if name not in HYDRA_KEYS}
     bound = bound_models(target)
     parameters = parameters_of(target)

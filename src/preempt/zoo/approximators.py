@@ -24,7 +24,7 @@ from preempt.attacks.approximator import DenseAutoEncoder
 from preempt.checkpoints import cache_path, load_or_train
 from preempt.datasets.base import whole_training_split
 from preempt.parts import InputTransform
-from preempt.parts.constraints import AtLeastOne, NonNegative, Positive
+from preempt.parts.constraints import AtLeastOne, Positive, Seed
 
 log = logging.getLogger(__name__)
 
@@ -41,7 +41,7 @@ class ApproximatorRecipe:
     steps: AtLeastOne = 600
     batch_size: AtLeastOne = 64
     lr: Positive = 3e-3
-    seed: NonNegative = 0
+    seed: Seed = 0
 
 
 DEFAULT_RECIPE = ApproximatorRecipe()

@@ -26,7 +26,7 @@ from preempt.attacks.pgd import PGD
 from preempt.checkpoints import cache_path, load_or_train
 from preempt.datasets.base import whole_training_split
 from preempt.defenses.a5 import Robustifier, robustify
-from preempt.parts.constraints import AtLeastOne, NonNegative, Positive
+from preempt.parts.constraints import AtLeastOne, NonNegative, Positive, Seed
 
 log = logging.getLogger(__name__)
 
@@ -45,7 +45,7 @@ class RobustifierRecipe:
     lr: Positive = 1e-3
     attack_steps: AtLeastOne = 7  # PGD steps of 2.5·eps/steps, one random start, against the frozen backbone
     warmup_epochs: NonNegative = 3  # the attack's eps ramps linearly from 0 to eps over these epochs
-    seed: NonNegative = 0
+    seed: Seed = 0
 
 
 @dataclass(frozen=True)
