@@ -60,6 +60,7 @@ def test_bench_measures_every_section_and_writes_json_table_and_plot(zoo_dir: Pa
     fp32 = report["options"][0]
     assert fp32["backbone_loss"] < fp32["backbone_loss_clean"]  # the protection lowers the backbone's loss
     assert report["options"][2]["backbone_loss_vs_fp32"] == pytest.approx(1, abs=0.05)  # bf16: the same effect
+    assert report["options"][2]["effect_vs_fp32"] == pytest.approx(1, abs=0.05)
     assert [row["defense"] for row in report["comparisons"]] == [
         "fast_preemption",
         "bilevel",

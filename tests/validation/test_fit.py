@@ -54,3 +54,19 @@ def test_a_built_model_is_tried_on_one_image_for_its_class_count() -> None:
 def test_l2_budgets_beyond_the_image_are_refused(compose_config, no_model_building) -> None:
     message = refusal(compose_config("threat.norm=L2", "threat.eps=40", "attack=pgd"))
     assert "largest L2 distance between two 1×16×16 images" in message
+
+
+def test_models_for_other_images_are_refused_from_the_declared_shape_without_the_data(compose_config) -> None:
+    """What a paper-scale plan checks offline: CIFAR-10's shape is declared, its files need not be there."""
+    from omegaconf import OmegaConf
+
+    from preempt.validation import check_parts_fit_declared_dataset
+
+    def container(*overrides: str) -> dict:
+        return OmegaConf.to_container(compose_config(*overrides), resolve=True)
+
+    with pytest.raises(ConfigError, match=r"backbone digits_model takes 1×16×16 images .* dataset cifar10 gives"):
+        check_parts_fit_declared_dataset(container("dataset=cifar10", "classifier=ground_truth"))
+    models = ("classifier=autoattack_resnet18", "backbone=autoattack_resnet18", "victim=autoattack_resnet18")
+    check_parts_fit_declared_dataset(container("dataset=cifar10", *models))
+    check_parts_fit_declared_dataset(container("dataset=folder"))  # its shape is known once it is read

@@ -67,6 +67,8 @@ def test_prefixes_match_whole_dotted_names(monkeypatch) -> None:
     prefixes = trusted_prefixes()
     assert is_trusted("preempt.defenses.a5.A5", prefixes) and is_trusted("lab.nets.Net", prefixes)
     assert is_trusted("lightning.Trainer", prefixes) and is_trusted("lightning.pytorch.loggers.CSVLogger", prefixes)
+    assert is_trusted("lightning.pytorch.strategies.DDPStrategy", prefixes)
+    assert is_trusted("lightning.fabric.plugins.environments.LightningEnvironment", prefixes)
     for lookalike in ("preempt_evil.x", "preemptx.y", "lightning.TrainerFactory", "laboratory.x", "lightning.fabric.x"):
         assert not is_trusted(lookalike, prefixes), lookalike
 

@@ -9,6 +9,7 @@ Stopped half way (Ctrl-C, a kill), it keeps every run that finished and renders 
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import json
 import os
 import subprocess
@@ -22,6 +23,7 @@ from pathlib import Path
 from preempt.config import composer, project_root
 from preempt.files import FolderInUseError, exit_cleanly_on_sigterm, lock_folder, write_text_atomically
 from preempt.reproduce import render
+from preempt.reproduce.cost import PricedRun
 from preempt.reproduce.runs import (
     DONE,
     ROOT,
@@ -35,6 +37,7 @@ from preempt.reproduce.runs import (
 from preempt.reproduce.tables import SCALES, TABLES_DIR, Figure, Table, load_tables
 
 DEFAULT_OUT = Path(project_root()) / "outputs" / "tables"
+DEFAULT_GPU_CHECK = Path(project_root()) / "outputs" / "gpu_check" / "gpu_check.json"
 # Figures 4 and 5 are drawn on the setting of Table IV's CIFAR-10 rows; on real photos, on its ImageNet rows with the
 # 1/255 PGD of the imagenet_lite table (AutoAttack at 224 takes minutes per photo on a CPU).
 PICTURES_PRESET = "fast_preemption_cifar10"
@@ -54,13 +57,17 @@ PICTURES_BACKBONES = {
 RUNNING: set[subprocess.Popen] = set()
 
 
-def plan(tables: list[Table], scale: str, overrides: list[str]) -> dict[str, list[Cell]]:
+def plan(
+    tables: list[Table], scale: str, overrides: list[str], composed: dict[str, list[PricedRun]] | None = None
+) -> dict[str, list[Cell]]:
     """Every table's cells. All tables are tried first, then every bad setting and missing file is reported in
-    one message, each with the tables it stops."""
+    one message, each with the tables it stops. `composed` gets each table's runs' resolved configs (for the cost),
+    those a missing file stops included."""
     cells, problems = {}, {}
     with composer():
         for table in tables:
-            cells[table.name], found = table_cells(table, scale, overrides)
+            found_configs = composed.setdefault(table.name, []) if composed is not None else None
+            cells[table.name], found = table_cells(table, scale, overrides, found_configs)
             for message, where in found.items():
                 problems.setdefault(message, []).extend(where)
     if problems:
@@ -251,6 +258,22 @@ def render_all(
     return written
 
 
+def costs(composed: dict[str, list[PricedRun]], runs_dir: Path, gpu_check: Path) -> str:
+    """Each table's network passes and GPU hours (`preempt.reproduce.cost`), the finished runs apart."""
+    from preempt.fingerprint import run_fingerprint
+    from preempt.models.paper_networks import load_network_flops
+    from preempt.reproduce.cost import format_costs, pass_times, table_costs
+
+    finished = finished_runs(runs_dir)
+    runs = [
+        dataclasses.replace(run, finished=run_fingerprint(dict(run.config)) in finished)
+        for table in composed.values()
+        for run in table
+    ]
+    times = pass_times(gpu_check, load_network_flops())
+    return "\n" + format_costs(table_costs(runs, times), times, "one H100")
+
+
 # Figure 4's caption: the protected images' mean SSIM to the originals (CIFAR-10, Linf 8/255).
 FIGURE4_PUBLISHED_SSIM = 0.962
 
@@ -336,29 +359,41 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--tables-dir", type=Path, default=TABLES_DIR, help="default: sweeps/tables")
     parser.add_argument("--out", type=Path, default=DEFAULT_OUT, help="default: outputs/tables")
     parser.add_argument("--render-only", action="store_true", help="render what finished, run nothing")
-    parser.add_argument("--plan", action="store_true", help="list the multiruns that would run, run nothing")
+    parser.add_argument(
+        "--plan", action="store_true", help="list the multiruns that would run and what they cost, run nothing"
+    )
+    parser.add_argument(
+        "--gpu-check",
+        type=Path,
+        default=DEFAULT_GPU_CHECK,
+        help="the pass times --plan prices with (default: the newest `make gpu-check`, outputs/gpu_check/)",
+    )
     parser.add_argument("--jobs", type=int, default=1, help="tables run at once, each in its own process")
     parser.add_argument("--keep-going", action="store_true", help="run the other cells after one fails")
     parser.add_argument("--no-pictures", action="store_true", help="do not draw Figures 4, 5 and 7")
     parser.add_argument("--no-wandb", action="store_true", help="do not log the tables and figures to W&B")
     args = parser.parse_args(argv)
     exit_cleanly_on_sigterm()
+    out_dir, runs_dir = args.out / args.scale, args.out / args.scale / "runs"
+    composed: dict[str, list[PricedRun]] = {}
     try:
         tables = load_tables(args.tables, args.tables_dir)
         skipped = [table.name for table in tables if args.scale not in table.scales]
         if skipped:
             print(f"no cells at scale {args.scale}: {', '.join(skipped)}")
         tables = [table for table in tables if args.scale in table.scales]
-        cells = plan(tables, args.scale, args.overrides)
+        cells = plan(tables, args.scale, args.overrides, composed if args.plan else None)
     except ValueError as error:
+        if args.plan and any(composed.values()):  # what it would cost once the missing files are in place
+            print(costs(composed, runs_dir, args.gpu_check))
         print(f"error: {error}", file=sys.stderr)
         return 2
-    out_dir, runs_dir = args.out / args.scale, args.out / args.scale / "runs"
     if args.plan:
         finished = finished_runs(runs_dir)
         for cell in (cell for table in cells.values() for cell in table):
             if seeds := missing_seeds(cell, finished):
                 print(" ".join(["src/main.py", *multirun_arguments(cell, seeds, runs_dir)]))
+        print(costs(composed, runs_dir, args.gpu_check))
         return 0
     try:  # two reproductions into one folder would run the same cells twice and render over each other
         lock_folder(out_dir, f"reproduce --scale {args.scale}")

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import importlib.util
+import sys
 from pathlib import Path
 
 from preempt.checkpoints import load_checkpoint
@@ -24,6 +25,8 @@ def load_autoattack_resnet18() -> PixelClassifier:
     examples = _examples_dir()
     spec = importlib.util.spec_from_file_location("pyautoattack_examples_resnet", examples / "resnet.py")
     resnet = importlib.util.module_from_spec(spec)
+    # Registered as a module, as torch.compile (torch 2.11's dynamo) imports a traced function's module by name.
+    resnet = sys.modules.setdefault(spec.name, resnet)
     spec.loader.exec_module(resnet)
     network = resnet.ResNet18()
     network.load_state_dict(load_checkpoint(examples / "model_test.pt"))

@@ -21,6 +21,7 @@ from omegaconf import OmegaConf
 
 from preempt.config import compose_run, project_root
 from preempt.fingerprint import run_fingerprint
+from preempt.reproduce.cost import PricedRun
 from preempt.reproduce.tables import Scale, Table, cell_overrides
 from preempt.results.store import RESULTS_FILE
 
@@ -57,14 +58,25 @@ class Cell:
         return f"{self.table}/{self.row}/{self.run}"
 
 
-def fingerprints(overrides: list[str], seeds: list[int]) -> tuple[dict[int, str], dict]:
+def fingerprints(
+    overrides: list[str], seeds: list[int], composed: list[dict] | None = None
+) -> tuple[dict[int, str], dict]:
     """The fingerprint `src/main.py` would record for these overrides at each seed (inside `config.composer()`), and
     the resolved config of the last. Composed and validated once: a seed changes only `seed` and what interpolates it
-    (the quick scale's data slice)."""
-    from preempt.validation import validate_config
+    (the quick scale's data slice). `composed` gets each seed's resolved config before validation (what a run would
+    compute, for its cost, even where a weight file is missing)."""
+    from preempt.validation import check_parts_fit_declared_dataset, validate_config
 
     cfg = compose_run("main", [*overrides, f"seed={seeds[0]}"], "unused")
+    if composed is not None:
+        for seed in seeds:
+            cfg.seed = seed
+            composed.append(OmegaConf.to_container(cfg, resolve=True))
+        cfg.seed = seeds[0]
     validate_config(cfg)
+    # A model left at another dataset's shape (a digits model in a paper preset) is refused here, before the data
+    # is there, rather than by the run on the GPU machine.
+    check_parts_fit_declared_dataset(OmegaConf.to_container(cfg, resolve=True))
     found = {}
     for seed in seeds:
         cfg.seed = seed
@@ -101,21 +113,27 @@ def first_use_models(config: dict) -> list[dict]:
     return [node for node in nodes if str(node.get("_target_", "")).startswith(FIRST_USE_TRAINERS)]
 
 
-def table_cells(table: Table, scale: Scale, extra: list[str] = ()) -> tuple[list[Cell], dict[str, list[str]]]:
+def table_cells(
+    table: Table, scale: Scale, extra: list[str] = (), composed: list[PricedRun] | None = None
+) -> tuple[list[Cell], dict[str, list[str]]]:
     """Every cell of the table at this scale, with the fingerprint of each seed's run (inside `composer()`), and
     what stops cells from running: each bad setting or missing checkpoint, with the cells it stops. Every cell is
     tried first, so one message names them all. `extra` overrides go last, into every cell (the machine's paths,
-    its trainer)."""
+    its trainer). `composed` gets every seed's run that composes, valid or not, to be priced."""
     cells, problems = [], {}
     for row in table.rows_at(scale):
         for run in table.runs_of(row):
             where = f"{table.name}: row {row.key}, run {run}"
+            configs: list[dict] = []
             try:
                 overrides = [*cell_overrides(table, row, run, scale), *extra]
-                prints, config = fingerprints(overrides, table.seeds[scale])
+                prints, config = fingerprints(overrides, table.seeds[scale], configs)
             except Exception as error:
                 problems.setdefault(str(error).split("\nConfig search path")[0].strip(), []).append(where)
                 continue
+            finally:
+                if composed is not None:
+                    composed.extend(PricedRun(table.name, f"{row.key}/{run}", each) for each in configs)
             for path in missing_checkpoints(config):
                 problems.setdefault(f"{path} is missing: place the RobustBench checkpoint there", []).append(where)
             first_use = tuple(json.dumps(node, sort_keys=True) for node in first_use_models(config))

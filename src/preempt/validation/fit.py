@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from dataclasses import dataclass
+
 import torch
 
 from preempt.datasets.base import ImageDataset, datasets_hint
@@ -13,7 +15,25 @@ MODEL_ROLES = ("classifier", "backbone", "victim")
 BUDGETED = ("threat", "defense", "attack")
 
 
-def check_parts_fit_dataset(container: dict, dataset: ImageDataset) -> None:
+@dataclass(frozen=True)
+class DeclaredImages:
+    """What a dataset's loader declares its images to be, before any image is read."""
+
+    name: str
+    image_shape: tuple[int, ...]
+    num_classes: int | None
+
+
+def check_parts_fit_declared_dataset(container: dict) -> None:
+    """`check_parts_fit_dataset` against the shape the dataset's loader declares, so a run (and a paper-scale plan
+    on a machine without the data) refuses a model left at another dataset's shape before any image is read."""
+    spec = declared_spec(container, "dataset")
+    if spec is not None and spec.input_shape is not None:
+        declared = DeclaredImages(option_name(container, "dataset"), tuple(spec.input_shape), spec.num_classes)
+        check_parts_fit_dataset(container, declared)
+
+
+def check_parts_fit_dataset(container: dict, dataset: ImageDataset | DeclaredImages) -> None:
     """Models' declared input shapes and class counts, and the budgets, against the loaded dataset."""
     for role in [*MODEL_ROLES, *nested_models(container, "reversion")]:
         spec = declared_spec(container, role)
@@ -22,7 +42,7 @@ def check_parts_fit_dataset(container: dict, dataset: ImageDataset) -> None:
         name = option_name(container, role)
         if spec.input_shape is not None and tuple(spec.input_shape) != dataset.image_shape:
             raise ConfigError(shape_message(role, name, spec.input_shape, dataset))
-        if spec.num_classes is not None and spec.num_classes != dataset.num_classes:
+        if None not in (spec.num_classes, dataset.num_classes) and spec.num_classes != dataset.num_classes:
             raise ConfigError(class_count_message(role, name, spec.num_classes, dataset))
     for group in BUDGETED:
         node = container[group]

@@ -1,5 +1,6 @@
-"""Which `_target_`s a composed config may build: the project's own package, the Lightning trainer, loggers and
-callbacks its configs use, and the modules the user names in the environment variable PREEMPT_TRUSTED_MODULES.
+"""Which `_target_`s a composed config may build: the project's own package, the Lightning trainer, loggers,
+callbacks, strategies and cluster environments its configs use, and the modules the user names in the environment
+variable PREEMPT_TRUSTED_MODULES.
 
 Hydra imports and calls whatever a `_target_` names, so without this a shared table or config file could run any
 function (`classifier._target_=shutil.copy`). The list is an environment variable so that no file can widen it.
@@ -27,6 +28,9 @@ PROJECT_TARGETS = (
     "lightning.pytorch.trainer.trainer.Trainer",  # where lightning.Trainer is defined
     "lightning.pytorch.loggers",
     "lightning.pytorch.callbacks",
+    # A trainer's strategy and cluster environment (DDP over gloo, several one-GPU nodes: `make gpu-check`).
+    "lightning.pytorch.strategies",
+    "lightning.fabric.plugins.environments",
 )
 MODULE_NAME = re.compile(r"[A-Za-z_]\w*(\.[A-Za-z_]\w*)*")
 
