@@ -91,6 +91,11 @@ SETTINGS = {
         "defense=none", "receiver_defense=dct_distortion", "attack=bpda_eot", "attack.steps=3",
         "attack.eot_samples=2", "attack.early_stop=false", "attack.record_every=null",
     ],
+    # SHIELD draws its JPEG qualities anew on every call: EOT averages its draws (the class says so, not a list).
+    "bpda_eot_on_shield": [
+        "defense=none", "receiver_defense=shield", "attack=bpda_eot", "attack.steps=2", "attack.eot_samples=3",
+        "attack.early_stop=false", "attack.record_every=null",
+    ],
     "recorded_steps_and_rounds": [
         "defense=fast_preemption", "defense.record_every=1", "attack=pgd", "attack.steps=2", "attack.record_every=1",
     ],
@@ -159,6 +164,10 @@ def test_a_shared_protection_and_a_shared_run_are_paid_once(compose_config) -> N
     own = {**pgd, "defense": {**pgd["defense"], "_target_": "lab.defenses.Mine"}}
     (mine,) = table_costs([PricedRun("c", "row/pgd", own)], times)  # a part of your own: named, not priced
     assert mine.hours == 0 and mine.unpriced == {"row/pgd (no pass count for defense lab.defenses.Mine)"}
+    # A receiver-side transform of anyone else's is not imported to ask whether it is random: no count either.
+    foreign = {**pgd, "receiver_defense": {"_target_": "lab.transforms.Blur"}}
+    (theirs,) = table_costs([PricedRun("d", "row/pgd", foreign)], times)
+    assert theirs.unpriced == {"row/pgd (no pass count for transform lab.transforms.Blur)"}
     table = format_costs(both, times, "one H100")
     assert "| a | 2 |" in table and "**total**" in table and "digits_cnn_at: 1e+03 ms, 3e+03 ms — test" in table
 

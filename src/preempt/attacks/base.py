@@ -109,6 +109,13 @@ class RoundRecord:
     total: int
 
 
+def recorded_rounds(steps: int, every: int | None) -> tuple[int, ...]:
+    """The rounds (or a defense's steps) a record keeps: every `every`-th and the last; none when `every` is None."""
+    if every is None:
+        return ()
+    return tuple(r for r in range(1, steps + 1) if r % every == 0 or r == steps)
+
+
 class IterativeAttack(Attack):
     """An attack made of rounds; optionally stops each image at its first success and records every k-th round.
 
@@ -144,9 +151,7 @@ class IterativeAttack(Attack):
     @property
     def recorded_rounds(self) -> tuple[int, ...]:
         """The rounds `record` holds when the loop runs all `steps` (with `until_bound` it may end sooner)."""
-        if self.record_every is None:
-            return ()
-        return tuple(r for r in range(1, self.steps + 1) if r % self.record_every == 0 or r == self.steps)
+        return recorded_rounds(self.steps, self.record_every)
 
     def start(self, x: Tensor) -> Tensor:
         """The first iterate (before any round)."""

@@ -329,6 +329,7 @@ def time_networks(check: Check, record: dict) -> None:
 def protect_samples(check: Check, record: dict) -> None:
     """`preempt protect` of the shipped CIFAR-10 images on the device, then `preempt verify` of what it wrote."""
     from preempt.datasets.package_samples import export_samples
+    from preempt.protection.manifest_lines import read_lines
 
     settings = check.settings.protect
     folder = check.output_dir / "protect"
@@ -352,8 +353,7 @@ def protect_samples(check: Check, record: dict) -> None:
             timeout=max(check.remaining(), 1),
         )
     record.update(files=count, returncode=done.returncode, wall_seconds_with_startup=time.monotonic() - started)
-    manifest = outputs / "manifest.jsonl"
-    entries = [json.loads(line) for line in manifest.read_text().splitlines()] if manifest.is_file() else []
+    entries = [line.entry for line in read_lines(outputs).values()]
     protected = [entry for entry in entries if entry["status"] == "protected"]
     record["files_protected"] = len(protected)
     if protected:

@@ -17,6 +17,7 @@ from pydantic import validate_call
 from torch import Tensor, nn
 
 from preempt import speed
+from preempt.attacks.base import recorded_rounds
 from preempt.attacks.fgsm import fgsm_step, loss_gradient
 from preempt.parts.constraints import ARBITRARY_TYPES, AtLeastOne, Eps, NonNegative, Norm, Positive, StepFraction
 from preempt.parts.defense import Defense
@@ -132,10 +133,7 @@ class FastPreemption(Defense):
         self.chunk_choice: dict | None = None  # the last batch's timed choice, when one was made or read
         self.pass_sizes: dict[tuple, tuple[int, dict | None]] = {}  # per image shape and device: size, choice
         self.round_sizes: dict[tuple, int] = {}  # per batch shape and device: random starts per image per round
-        steps = len(self.directions)
-        self.recorded_steps = (
-            () if record_every is None else tuple(s for s in range(1, steps + 1) if s % record_every == 0 or s == steps)
-        )
+        self.recorded_steps = recorded_rounds(len(self.directions), record_every)
         self.snapshots: list[tuple[int, Tensor]] = []  # the iterates after `recorded_steps`, from the last call
 
     def warnings(self) -> list[str]:

@@ -38,7 +38,6 @@ AUTOATTACK_PASSES = {
     "apgd-dlr": (100, 0),
 }
 AUTOATTACK_EOT = {"standard": 1, "rand": 20}
-VERSION_ATTACKS = {"standard": ("apgd-ce", "apgd-t", "fab-t", "square"), "rand": ("apgd-ce", "apgd-dlr")}
 # Effective H100 throughput (FLOP/s) a FLOP estimate assumes: fp32 networks run their convolutions in TF32
 # (PyTorch's default for cuDNN; about 495 TFLOP/s dense at peak, of which small-image batches reach a fraction),
 # float16 trunks (the guided UNet) twice that. A backward pass costs two forwards.
@@ -92,17 +91,25 @@ class Passes:
             self.add(key, forward * times, backward * times)
         return self
 
-    def as_dict(self) -> dict[str, list[float]]:
-        return {key: list(value) for key, value in sorted(self.counts.items())}
 
-
-def model_call(config: Mapping, receiver: bool = True) -> Passes:
+def model_call(config: Mapping) -> Passes:
     """One pass of the receiver's model on one image: g (DiffPure runs its score model at every solver step) and
     the victim; counted as forward passes, turned into forward+backward by `as_backward`."""
     passes = Passes().add(network_key(config["victim"]), forward=1)
-    if receiver:
-        passes.merge(transform_call(config["receiver_defense"], config))
-    return passes
+    return passes.merge(transform_call(config["receiver_defense"], config))
+
+
+def is_random(transform: Mapping) -> bool:
+    """Whether g draws anew on each call (its class's `random`), read from the class only when the project's
+    configs may build it: a target of anyone else is not imported, and has no count."""
+    from hydra.utils import get_object
+
+    from preempt.validation.targets import is_trusted, trusted_prefixes
+
+    target = str(transform["_target_"])
+    if not is_trusted(target, trusted_prefixes()):
+        raise NoPassCount(f"transform {target}")
+    return bool(getattr(get_object(target), "random", False))
 
 
 def transform_call(transform: Mapping, config: Mapping) -> Passes:
@@ -132,10 +139,12 @@ def as_backward(passes: Passes, gradient_through_g: bool = True, config: Mapping
 
 def attack_passes(config: Mapping) -> Passes:
     """Passes per image of one run of the attack on the receiver's model (upper bounds for attacks that stop)."""
+    from preempt.attacks.autoattack import VERSION_ATTACKS  # torch: not for the driver's --help
+    from preempt.attacks.base import recorded_rounds
+
     attack, receiver = config["attack"], config["receiver_defense"]
     name = short_target(attack)
     call = model_call(config)
-    random_g = short_target(receiver) in RANDOM_TRANSFORMS
     through_g = not (short_target(receiver) == "DiffPure" and receiver.get("gradients") == "none")
     gradient = as_backward(call, through_g, config)
     if name == "NoAttack":
@@ -150,23 +159,19 @@ def attack_passes(config: Mapping) -> Passes:
             passes.merge(gradient, backward * eot).merge(call, forward)
         return passes
     if name == "AdaptiveAttack":
-        draws = int(attack["eot_samples"]) if random_g else 1
+        draws = int(attack["eot_samples"]) if is_random(receiver) else 1
         bpda = attack.get("approximation", "none") != "none"
         step = as_backward(call, not bpda, config)
         passes = Passes().merge(step, int(attack["steps"]) * draws)
         if attack.get("early_stop"):
             passes.merge(call, int(attack["steps"]) * draws)
-        if attack.get("record_every"):
-            passes.merge(call, len(recorded_rounds(int(attack["steps"]), int(attack["record_every"]))))
-        return passes
+        return passes.merge(call, len(recorded_rounds(int(attack["steps"]), attack.get("record_every"))))
     if name in ("PGD", "IFGSM"):
         steps = int(attack["steps"])
         passes = Passes().merge(gradient, steps)
         if attack.get("early_stop"):
             passes.merge(call, steps)
-        if attack.get("record_every"):
-            passes.merge(call, len(recorded_rounds(steps, int(attack["record_every"]))))
-        return passes
+        return passes.merge(call, len(recorded_rounds(steps, attack.get("record_every"))))
     if name == "FGSM":
         return Passes().merge(gradient, 1)
     if name == "CarliniWagner":  # and a check of the images it starts from
@@ -175,10 +180,6 @@ def attack_passes(config: Mapping) -> Passes:
         solves = int(attack["search_steps"])
         return Passes().merge(gradient, solves * (int(attack["max_iterations"]) + 2)).merge(call, solves)
     raise NoPassCount(f"attack {attack['_target_']}")
-
-
-def recorded_rounds(steps: int, every: int) -> list[int]:
-    return [r for r in range(1, steps + 1) if r % every == 0 or r == steps]
 
 
 def defense_passes(defense: Mapping, backbone: Mapping) -> Passes:
@@ -209,9 +210,6 @@ def reversion_passes(config: Mapping) -> Passes:
     return transform_call(reversion, config)
 
 
-RANDOM_TRANSFORMS = {"DiffPure", "DCTDistortion", "RandomResizePad", "RandomCrop", "PixelDeflection"}
-
-
 def run_passes(config: Mapping) -> tuple[Passes, Passes]:
     """Per image of one run (a resolved `src/main.py` config): the protection's passes, which a run that shares
     the protection reuses, and everything else."""
@@ -221,7 +219,7 @@ def run_passes(config: Mapping) -> tuple[Passes, Passes]:
     rest = Passes().add(network_key(config["classifier"]), forward=1)  # the sender's labels
     rest.merge(call, 3)  # the receiver on the originals, the sent images and the adversarial ones
     # How much g changes the sent images: one draw, and a second one when g is random.
-    rest.merge(transform_call(receiver, config), 2 if short_target(receiver) in RANDOM_TRANSFORMS else 1)
+    rest.merge(transform_call(receiver, config), 2 if is_random(receiver) else 1)
     rounds = 2 if config.get("transmit_8bit") else 1  # the unrounded protection is reverted and attacked again
     rest.merge(attack, rounds).merge(reversion, rounds)
     if config.get("transmit_8bit"):
@@ -235,11 +233,12 @@ def run_passes(config: Mapping) -> tuple[Passes, Passes]:
 
 
 def defense_kept_iterates(defense: Mapping) -> int:
-    every = defense.get("record_every")
-    if not every or short_target(defense) != "FastPreemption":
+    from preempt.attacks.base import recorded_rounds
+
+    if short_target(defense) != "FastPreemption":
         return 0
     steps = int(defense["forward_steps"]) + int(defense["backward_steps"])
-    return len(recorded_rounds(steps, int(every)))
+    return len(recorded_rounds(steps, defense.get("record_every")))
 
 
 def images_per_run(config: Mapping) -> int | None:

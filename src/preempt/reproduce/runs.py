@@ -74,14 +74,14 @@ def fingerprints(
             composed.append(OmegaConf.to_container(cfg, resolve=True))
         cfg.seed = seeds[0]
     validate_config(cfg)
-    # A model left at another dataset's shape (a digits model in a paper preset) is refused here, before the data
-    # is there, rather than by the run on the GPU machine.
-    check_parts_fit_declared_dataset(OmegaConf.to_container(cfg, resolve=True))
     found = {}
     for seed in seeds:
         cfg.seed = seed
         config = OmegaConf.to_container(cfg, resolve=True)
         found[seed] = run_fingerprint(config)
+    # A model left at another dataset's shape (a digits model in a paper preset) is refused here, before the data
+    # is there, rather than by the run on the GPU machine (the shapes do not change with the seed).
+    check_parts_fit_declared_dataset(config)
     return found, config
 
 
